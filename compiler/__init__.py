@@ -1,0 +1,1 @@
+"""microtrain.compiler: model -> IR -> int8 -> training program -> C."""

@@ -1,0 +1,74 @@
+"""fully_connected: x [N, Cin], w [Cout, Cin], b [Cout] -> y [N, Cout] (fused act).
+
+int8 (TFLite reference FullyConnected, per-tensor or per-channel weights):
+    acc[c] = b[c] + sum_k (x[k] - zp_x) * w[c, k]
+    y[c]   = clamp(MBQM(acc[c], M[c], shift[c]) + zp_y, act_min, act_max)
+Per-tensor multipliers are computed as TFLite's GetQuantizedConvolutionMultipler does: the scale
+product in float32, then the division in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ._common import apply_act_float, check_act, conv_prepare, requant_epilogue
+from .registry import Op, register
+
+
+@register
+class FullyConnected(Op):
+    name = "fully_connected"
+    const_inputs = (1, 2)
+    param_inputs = (1, 2)
+
+    @classmethod
+    def infer(cls, node, ins):
+        x, w = ins[0], ins[1]
+        if len(x.shape) != 2 or len(w.shape) != 2:
+            raise ValueError(f"node {node.name!r} (fully_connected): expects [N, Cin] input and [Cout, Cin] "
+                             f"weights, got {x.shape} and {w.shape}")
+        if w.shape[1] != x.shape[1]:
+            raise ValueError(f"node {node.name!r} (fully_connected): weights take {w.shape[1]} inputs, "
+                             f"input has {x.shape[1]}")
+        return [((x.shape[0], w.shape[0]), x.dtype)]
+
+    @classmethod
+    def check(cls, node, graph):
+        super().check(node, graph)
+        check_act(node)
+
+    @classmethod
+    def forward_float(cls, node, xs):
+        x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+        y = x @ w.T
+        if len(xs) > 2 and xs[2] is not None:
+            y = y + xs[2]
+        return [apply_act_float(y, node.attrs.get("act", "none")).astype(np.float32)]
+
+    @classmethod
+    def prepare(cls, node, graph):
+        w = graph.tensors[node.inputs[1]]
+        p = conv_prepare(node, graph, 0, w.shape[0])
+        if w.quant.scale.size == 1:
+            x = graph.tensors[node.inputs[0]]
+            y = graph.tensors[node.outputs[0]]
+            prod = np.float64(np.float32(x.quant.s) * np.float32(w.quant.s))
+            m, s = fp.quantize_multiplier(prod / np.float64(y.quant.s))
+            p["mult"] = np.full(w.shape[0], m, np.int64)
+            p["shift"] = np.full(w.shape[0], s, np.int64)
+        p["w_zp"] = int(w.quant.zero_point[0]) if w.quant.scale.size == 1 else 0
+        return p
+
+    @classmethod
+    def forward_int8(cls, node, xs, p):
+        x, w = xs[0].astype(np.int64), xs[1].astype(np.int64)
+        acc = (x - p["in_zp"]) @ (w - p["w_zp"]).T
+        if len(xs) > 2 and xs[2] is not None:
+            acc = acc + xs[2].astype(np.int64)
+        return [requant_epilogue(acc, p)]
+
+    @classmethod
+    def macs(cls, node, graph):
+        w = graph.tensors[node.inputs[1]]
+        n = graph.tensors[node.inputs[0]].shape[0]
+        return int(n * w.shape[0] * w.shape[1])

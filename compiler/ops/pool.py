@@ -1,0 +1,158 @@
+"""Pooling: max_pool2d, avg_pool2d (windowed, NHWC) and mean (global average over H, W).
+
+Windowed pools take ``ksize`` (kh, kw), ``stride``, ``pad`` (top, left, bottom, right) and a fused
+``act``. Padded positions are excluded from the window (max ignores them; avg divides by the number
+of valid elements) unless avg_pool2d has ``count_include_pad``.
+
+int8 (TFLite reference): input and output share quantization parameters, so no requantization:
+    avg: acc = sum of valid x; y = round_half_away(acc / count); clamp(act)
+    max: y = clamp(max of valid x, act)
+mean int8 (TFLite Mean over H,W, 4-D): acc = sum (x - zp_x); acc = MBQM(acc, s_x / s_y);
+    y = round_half_away(acc / (H*W)) + zp_y, clamped to int8.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import fixedpoint as fp
+from ._common import apply_act_float, check_act, out_size, pad_nhwc, windows
+from .registry import Op, register
+
+
+def _geom(node, x_shape):
+    kh, kw = node.attrs["ksize"]
+    sh, sw = node.attrs.get("stride", (1, 1))
+    t, l, b, r = node.attrs.get("pad", (0, 0, 0, 0))
+    return (kh, kw), (sh, sw), (t, l, b, r), out_size(x_shape[1], kh, sh, 1, t, b), out_size(x_shape[2], kw, sw, 1, l, r)
+
+
+class _Pool2D(Op):
+    @classmethod
+    def infer(cls, node, ins):
+        x = ins[0]
+        if len(x.shape) != 4:
+            raise ValueError(f"node {node.name!r} ({node.op}): expects a 4-D NHWC input, got {x.shape}")
+        (kh, kw), (sh, sw), pads, oh, ow = _geom(node, x.shape)
+        if min(kh, kw, sh, sw) < 1 or min(pads) < 0 or oh < 1 or ow < 1:
+            raise ValueError(f"node {node.name!r} ({node.op}): window {kh}x{kw}/{sh}x{sw} pads {pads} "
+                             f"does not fit input {x.shape}")
+        if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
+            raise ValueError(f"node {node.name!r} ({node.op}): padding must be smaller than the window")
+        return [((x.shape[0], oh, ow, x.shape[3]), x.dtype)]
+
+    @classmethod
+    def check(cls, node, graph):
+        super().check(node, graph)
+        check_act(node)
+        qx, qy = graph.tensors[node.inputs[0]].quant, graph.tensors[node.outputs[0]].quant
+        if graph.tensors[node.inputs[0]].dtype == "int8" and qx != qy:
+            raise ValueError(f"node {node.name!r} ({node.op}): int8 pooling needs equal input/output quantization")
+
+    @classmethod
+    def _windows(cls, node, x, fill):
+        k, s, pads, oh, ow = _geom(node, x.shape)
+        valid = pad_nhwc(np.ones((1,) + x.shape[1:3] + (1,), dtype=bool), pads, False)
+        return (windows(pad_nhwc(x, pads, fill), k[0], k[1], s, (1, 1), oh, ow),
+                windows(valid, k[0], k[1], s, (1, 1), oh, ow))
+
+    @classmethod
+    def prepare(cls, node, graph):
+        q = graph.tensors[node.outputs[0]].quant
+        lo, hi = fp.activation_range_int8(node.attrs.get("act", "none"), q.s, q.zp)
+        return {"act_min": lo, "act_max": hi}
+
+    @classmethod
+    def macs(cls, node, graph):
+        kh, kw = node.attrs["ksize"]
+        return graph.tensors[node.outputs[0]].size * kh * kw
+
+
+@register
+class MaxPool2D(_Pool2D):
+    name = "max_pool2d"
+
+    @classmethod
+    def forward_float(cls, node, xs):
+        win, _ = cls._windows(node, xs[0].astype(np.float32), -np.inf)
+        return [apply_act_float(win.max(axis=(3, 4)), node.attrs.get("act", "none")).astype(np.float32)]
+
+    @classmethod
+    def forward_int8(cls, node, xs, p):
+        win, _ = cls._windows(node, xs[0].astype(np.int64), -(1 << 40))
+        return [np.clip(win.max(axis=(3, 4)), p["act_min"], p["act_max"]).astype(np.int8)]
+
+
+@register
+class AvgPool2D(_Pool2D):
+    name = "avg_pool2d"
+
+    @classmethod
+    def _count(cls, node, valid):
+        if node.attrs.get("count_include_pad", False):
+            kh, kw = node.attrs["ksize"]
+            return np.full(valid.shape[:3] + (1,), kh * kw, dtype=np.int64)
+        return valid.sum(axis=(3, 4)).astype(np.int64)
+
+    @classmethod
+    def forward_float(cls, node, xs):
+        win, valid = cls._windows(node, xs[0].astype(np.float64), 0.0)
+        y = win.sum(axis=(3, 4)) / cls._count(node, valid)
+        return [apply_act_float(y, node.attrs.get("act", "none")).astype(np.float32)]
+
+    @classmethod
+    def forward_int8(cls, node, xs, p):
+        win, valid = cls._windows(node, xs[0].astype(np.int64), 0)
+        acc = win.sum(axis=(3, 4))
+        cnt = cls._count(node, valid)
+        y = _div_round_half_away(acc, cnt)
+        return [np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)]
+
+
+def _div_round_half_away(acc: np.ndarray, cnt) -> np.ndarray:
+    """C's (acc > 0 ? (acc + n/2) / n : (acc - n/2) / n) with truncating division."""
+    cnt = np.asarray(cnt, dtype=np.int64)
+    num = np.where(acc > 0, acc + cnt // 2, acc - cnt // 2)
+    q = np.abs(num) // cnt
+    return np.where(num < 0, -q, q)
+
+
+@register
+class Mean(Op):
+    """Global average over H and W of an NHWC tensor (``axes`` = (1, 2)); ``keepdims``."""
+
+    name = "mean"
+
+    @classmethod
+    def infer(cls, node, ins):
+        x = ins[0]
+        axes = tuple(node.attrs.get("axes", (1, 2)))
+        if len(x.shape) != 4 or axes != (1, 2):
+            raise ValueError(f"node {node.name!r} (mean): only the global mean over H,W of a 4-D NHWC "
+                             f"tensor is supported (axes {axes}, shape {x.shape})")
+        shape = (x.shape[0], 1, 1, x.shape[3]) if node.attrs.get("keepdims", True) else (x.shape[0], x.shape[3])
+        return [(shape, x.dtype)]
+
+    @classmethod
+    def forward_float(cls, node, xs):
+        y = xs[0].astype(np.float64).mean(axis=(1, 2), keepdims=node.attrs.get("keepdims", True))
+        return [y.astype(np.float32)]
+
+    @classmethod
+    def prepare(cls, node, graph):
+        qx = graph.tensors[node.inputs[0]].quant
+        qy = graph.tensors[node.outputs[0]].quant
+        m, s = fp.quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+        return {"in_zp": qx.zp, "out_zp": qy.zp, "mult": m, "shift": s}
+
+    @classmethod
+    def forward_int8(cls, node, xs, p):
+        x = xs[0].astype(np.int64)
+        n = x.shape[1] * x.shape[2]
+        acc = (x - p["in_zp"]).sum(axis=(1, 2), keepdims=node.attrs.get("keepdims", True))
+        acc = fp.multiply_by_quantized_multiplier(acc, p["mult"], p["shift"])
+        y = _div_round_half_away(acc, n) + p["out_zp"]
+        return [np.clip(y, -128, 127).astype(np.int8)]
+
+    @classmethod
+    def macs(cls, node, graph):
+        return graph.tensors[node.inputs[0]].size
