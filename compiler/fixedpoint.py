@@ -80,7 +80,8 @@ def wrap_i32(x: np.ndarray) -> np.ndarray:
 
 
 def srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul for int32 a, b: round(a*b / 2^31), saturating."""
+    """gemmlowp SaturatingRoundingDoublingHighMul: a*b / 2^31 rounded to nearest, ties toward +inf;
+    saturates the single overflow case (INT32_MIN * INT32_MIN)."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     overflow = (a == INT32_MIN) & (b == INT32_MIN)
@@ -122,6 +123,113 @@ def multiply_by_quantized_multiplier_smaller_than_one_exp(x: np.ndarray, multipl
 
 def saturating_left_shift(x: np.ndarray, shift: int) -> np.ndarray:
     return np.clip(np.asarray(x, np.int64) << shift, INT32_MIN, INT32_MAX)
+
+
+def multiply_by_quantized_multiplier_greater_than_one(x: np.ndarray, multiplier, left_shift) -> np.ndarray:
+    """tflite::MultiplyByQuantizedMultiplierGreaterThanOne (left_shift >= 0): SRDHM(x << shift, M)."""
+    x = np.asarray(x, dtype=np.int64)
+    return srdhm(wrap_i32(x * (np.int64(1) << np.asarray(left_shift, np.int64))), multiplier)
+
+
+# ---------------------------------------------------------------------------------------------
+# gemmlowp fixed-point transcendentals (int32 raw values in int64 arrays)
+#
+# A value in Qm.(31-m) ("m integer bits") is raw / 2^(31-m). Products of Qa and Qb values are SRDHM
+# of the raws and live in Q(a+b); + and - are plain int32 additions (wrapping, as in C).
+# ---------------------------------------------------------------------------------------------
+def saturating_rounding_multiply_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """gemmlowp SaturatingRoundingMultiplyByPOT<exponent>: saturating << for exponent > 0,
+    rounding >> (RoundingDivideByPOT) for exponent < 0."""
+    x = np.asarray(x, dtype=np.int64)
+    if exponent == 0:
+        return x
+    if exponent < 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+def rounding_half_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp RoundingHalfSum for int32: (a + b + sign(a + b)) / 2, C truncating division."""
+    s = np.asarray(a, np.int64) + np.asarray(b, np.int64)
+    t = s + np.where(s >= 0, 1, -1)
+    return np.where(t >= 0, t // 2, -((-t) // 2))
+
+
+def count_leading_zeros_u32(x: np.ndarray) -> np.ndarray:
+    """CountLeadingZeros of the uint32 reinterpretation of int32 values (32 for 0)."""
+    u = np.asarray(x, np.int64) & 0xFFFFFFFF
+    n = np.zeros(u.shape, np.int64)
+    for bits in (16, 8, 4, 2, 1):
+        small = u < (np.int64(1) << (32 - bits))
+        n = n + np.where(small, bits, 0)
+        u = np.where(small, u << bits, u)
+    return np.where(np.asarray(x, np.int64) & 0xFFFFFFFF == 0, 32, n)
+
+
+def exp_on_interval_between_negative_one_quarter_and_0_excl(a: np.ndarray) -> np.ndarray:
+    """exp(a) for a in [-1/4, 0): Q0.31 in, Q0.31 out (Taylor series around -1/8)."""
+    constant_term = 1895147668  # exp(-1/8) in Q0.31
+    constant_1_over_3 = 715827883  # 1/3 in Q0.31
+    x = wrap_i32(np.asarray(a, np.int64) + (1 << 28))  # a + 1/8
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2)
+    poly = saturating_rounding_multiply_by_pot(
+        wrap_i32(srdhm(wrap_i32(x4_over_4 + x3), constant_1_over_3) + x2), -1)
+    return wrap_i32(constant_term + srdhm(constant_term, wrap_i32(x + poly)))
+
+
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308), (2, 39332535),
+               (3, 720401), (4, 242))  # exp(-2^e) in Q0.31
+
+
+def exp_on_negative_values(a: np.ndarray, integer_bits: int) -> np.ndarray:
+    """gemmlowp exp_on_negative_values: a <= 0 in Q(integer_bits).(31-integer_bits) -> exp(a) in Q0.31."""
+    a = np.asarray(a, np.int64)
+    frac_bits = 31 - integer_bits
+    one_quarter = 1 << (frac_bits - 2)
+    a_mod_quarter_minus_one_quarter = wrap_i32((a & (one_quarter - 1)) - one_quarter)
+    result = exp_on_interval_between_negative_one_quarter_and_0_excl(
+        saturating_rounding_multiply_by_pot(a_mod_quarter_minus_one_quarter, integer_bits))  # Rescale<0>
+    remainder = wrap_i32(a_mod_quarter_minus_one_quarter - a)
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = np.int64(1) << (frac_bits + exponent)
+            result = np.where((remainder & bit) != 0, srdhm(result, multiplier), result)
+    if integer_bits > 5:
+        clamp = -(1 << (36 - integer_bits))  # -32.0 in the input format
+        result = np.where(a < clamp, 0, result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def one_over_one_plus_x_for_x_in_0_1(a: np.ndarray) -> np.ndarray:
+    """gemmlowp one_over_one_plus_x_for_x_in_0_1: Q0.31 in [0, 1) -> 1/(1+a) in Q0.31
+    (Newton-Raphson division, three iterations, intermediates in Q2.29)."""
+    half_denominator = rounding_half_sum(a, INT32_MAX)  # (1 + a) / 2 in Q0.31
+    constant_48_over_17 = 1515870810  # Q2.29
+    constant_neg_32_over_17 = -1010580540  # Q2.29
+    one_q2 = 1 << 29
+    x = wrap_i32(constant_48_over_17 + srdhm(half_denominator, constant_neg_32_over_17))
+    for _ in range(3):
+        half_denominator_times_x = srdhm(half_denominator, x)  # Q2.29
+        one_minus = wrap_i32(one_q2 - half_denominator_times_x)
+        x = wrap_i32(x + saturating_rounding_multiply_by_pot(srdhm(x, one_minus), 2))  # Q4 -> Q2
+    return saturating_rounding_multiply_by_pot(x, 1)  # x / 2 in Q1.30 -> Q0.31
+
+
+def get_reciprocal(x: np.ndarray, x_integer_digits: int) -> tuple[np.ndarray, np.ndarray]:
+    """tflite::GetReciprocal: x > 0 in Q(x_integer_digits) -> (1/x scaled into Q0.31, num_bits_over_unit).
+
+    1/x = raw / 2^31 * 2^-num_bits_over_unit.
+    """
+    x = np.asarray(x, np.int64)
+    headroom_plus_one = count_leading_zeros_u32(x)
+    num_bits_over_unit = x_integer_digits - headroom_plus_one
+    shifted = ((x & 0xFFFFFFFF) << headroom_plus_one) & 0xFFFFFFFF  # uint32 shift
+    shifted_sum_minus_one = wrap_i32(shifted - (1 << 31))
+    return one_over_one_plus_x_for_x_in_0_1(shifted_sum_minus_one), num_bits_over_unit
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ add int8 (TFLite reference Add, int8 path):
     M_y = twice_max / (2^20 * s_y)
     a' = MBQMSmallerThanOneExp((a - zp_a) << 20, M_a);  b' likewise
     y  = clamp(MBQMSmallerThanOneExp(a' + b', M_y) + zp_y, act_min, act_max)
-relu / relu6 int8: requantize to the output parameters, then clamp (TFLite ReluX int8).
+relu / relu6 int8 (TFLite QuantizedReluX): M = float32(s_x / s_y) (the division is float32), then
+    y = clamp(MBQM(x - zp_x, M) + zp_y, act_min, act_max).
 """
 from __future__ import annotations
 
@@ -84,7 +85,9 @@ class _Relu(Op):
     def prepare(cls, node, graph):
         qx = graph.tensors[node.inputs[0]].quant
         qy = graph.tensors[node.outputs[0]].quant
-        m, s = fp.quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+        # ReluPrepare: `double real_multiplier = input->params.scale / output->params.scale;` divides
+        # the two float32 scales in float32 and only then widens to double.
+        m, s = fp.quantize_multiplier(np.float64(np.float32(qx.s) / np.float32(qy.s)))
         lo, hi = fp.activation_range_int8(cls.act, qy.s, qy.zp)
         return dict(in_zp=qx.zp, out_zp=qy.zp, mult=m, shift=s, act_min=lo, act_max=hi)
 

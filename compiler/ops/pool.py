@@ -7,8 +7,11 @@ of valid elements) unless avg_pool2d has ``count_include_pad``.
 int8 (TFLite reference): input and output share quantization parameters, so no requantization:
     avg: acc = sum of valid x; y = round_half_away(acc / count); clamp(act)
     max: y = clamp(max of valid x, act)
-mean int8 (TFLite Mean over H,W, 4-D): acc = sum (x - zp_x); acc = MBQM(acc, s_x / s_y);
-    y = round_half_away(acc / (H*W)) + zp_y, clamped to int8.
+mean int8 (TFLite reference_ops::QuantizedMeanOrSum, what the reference MEAN kernel runs for
+int8 whatever keep_dims is): with n = H*W and (M, e) = QuantizeMultiplier(double(s_x) / double(s_y)),
+the 1/n is folded into the multiplier on the host:
+    k  = min(floor(log2 n), 32, 31 + e);  M' = (M << k) // n;  e' = e - k
+    y  = clamp(MBQM(sum x - zp_x * n, M', e') + zp_y, -128, 127)
 """
 from __future__ import annotations
 
@@ -139,18 +142,22 @@ class Mean(Op):
 
     @classmethod
     def prepare(cls, node, graph):
-        qx = graph.tensors[node.inputs[0]].quant
-        qy = graph.tensors[node.outputs[0]].quant
-        m, s = fp.quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
-        return {"in_zp": qx.zp, "out_zp": qy.zp, "mult": m, "shift": s}
+        x = graph.tensors[node.inputs[0]]
+        qx, qy = x.quant, graph.tensors[node.outputs[0]].quant
+        m, e = fp.quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+        n = int(x.shape[1] * x.shape[2])
+        k = min(n.bit_length() - 1, 32, 31 + e)  # 63 - CountLeadingZeros(uint64 n), clamped
+        return {"in_zp": qx.zp, "out_zp": qy.zp, "count": n,
+                "mult": (m << k) // n, "shift": e - k}  # int64 division of positives: floor
 
     @classmethod
     def forward_int8(cls, node, xs, p):
         x = xs[0].astype(np.int64)
-        n = x.shape[1] * x.shape[2]
-        acc = (x - p["in_zp"]).sum(axis=(1, 2), keepdims=node.attrs.get("keepdims", True))
-        acc = fp.multiply_by_quantized_multiplier(acc, p["mult"], p["shift"])
-        y = _div_round_half_away(acc, n) + p["out_zp"]
+        if x.shape[1] * x.shape[2] != p["count"]:
+            raise ValueError(f"node {node.name!r} (mean): prepared for {p['count']} elements per channel")
+        acc = x.sum(axis=(1, 2), keepdims=node.attrs.get("keepdims", True))  # int32 sum of raw int8
+        acc = fp.wrap_i32(acc - p["in_zp"] * p["count"])
+        y = fp.multiply_by_quantized_multiplier(acc, p["mult"], p["shift"]) + p["out_zp"]
         return [np.clip(y, -128, 127).astype(np.int8)]
 
     @classmethod

@@ -1,0 +1,58 @@
+# microtrain: two entry points.
+#   make demo   set up .venv and run the main job on the built-in default (digits last-mile task)
+#   make test   set up .venv and run every test
+# Both install what they need: a local .venv for Python packages and, when running as root,
+# the Debian cross toolchains and QEMU that the firmware tiers use (skipped when present).
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_WORKERS ?= 2
+APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-riscv64-unknown-elf \
+            picolibc-riscv64-unknown-elf qemu-system-arm qemu-system-misc
+TORCH_VERSION := 2.13.0
+
+.PHONY: demo test venv toolchains lint clean
+
+demo: venv
+	$(BIN)/microtrain boards
+	$(BIN)/microtrain inspect examples/digits_cnn.onnx --data digits
+
+test: venv toolchains lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq python3-venv; \
+	  else echo "error: python3-venv is missing (apt-get install python3-venv)"; exit 1; fi; }
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,plot,serial]'
+	@# torch is a test-only dependency (fixtures exported from PyTorch); users never need it.
+	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) || echo "warning: torch $(TORCH_VERSION) not installable; torch-based tests will skip"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Cross compilers and emulators for the firmware tiers (installed only when missing and root).
+toolchains:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) \
+	    || echo "warning: could not install$$missing; device tiers will skip"; \
+	  else echo "warning: not root, missing:$$missing; device tiers will skip"; fi; \
+	fi
+
+# Firmware rules: no heap, no stdio, no float in kernels and engine (port files excepted).
+lint:
+	@bad=$$(grep -rnE '\b(malloc|calloc|realloc|free|printf|sprintf|fprintf|puts)\s*\(|#include\s*<stdio.h>' \
+	    firmware --include='*.c' --include='*.h' 2>/dev/null | grep -v '/port' || true); \
+	if [ -n "$$bad" ]; then echo "firmware lint: heap/stdio use:"; echo "$$bad"; exit 1; fi
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
