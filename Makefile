@@ -13,13 +13,13 @@ APT_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-riscv64-unknown-elf \
             picolibc-riscv64-unknown-elf qemu-system-arm qemu-system-misc
 TORCH_VERSION := 2.13.0
 
-.PHONY: demo test venv toolchains lint clean
+.PHONY: demo test venv oracle toolchains lint clean
 
 demo: venv
 	$(BIN)/microtrain boards
 	$(BIN)/microtrain inspect examples/digits_cnn.onnx --data digits
 
-test: venv toolchains lint
+test: venv oracle toolchains lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
 venv: $(STAMP)
@@ -36,6 +36,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@# torch is a test-only dependency (fixtures exported from PyTorch); users never need it.
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) || echo "warning: torch $(TORCH_VERSION) not installable; torch-based tests will skip"
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# A second TFLite oracle: tflite-runtime 2.14 (the interpreter most TFLM users validate against)
+# needs numpy < 2, so it lives in its own venv; tests/test_tflite_runtime_oracle.py drives it.
+ORACLE := .venv-tflrt
+ORACLE_STAMP := $(ORACLE)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+oracle: $(ORACLE_STAMP)
+$(ORACLE_STAMP): pyproject.toml | $(BIN)/python
+	$(PY) -m venv $(ORACLE)
+	$(ORACLE)/bin/python -m pip install -q --upgrade pip
+	$(ORACLE)/bin/python -m pip install -q "numpy<2" tflite-runtime==2.14.0 tflite flatbuffers hypothesis pytest
+	$(ORACLE)/bin/python -m pip install -q --no-deps -e .
+	rm -f $(ORACLE)/.installed-*
 	touch $@
 
 # Cross compilers and emulators for the firmware tiers (installed only when missing and root).
@@ -55,4 +68,4 @@ lint:
 	if [ -n "$$bad" ]; then echo "firmware lint: heap/stdio use:"; echo "$$bad"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(ORACLE) build dist *.egg-info .pytest_cache .hypothesis

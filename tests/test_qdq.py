@@ -22,9 +22,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from microtrain.compiler.frontend.onnx_reader import load_onnx
-from microtrain.compiler.interpreter import Interpreter
-from microtrain.compiler.ops import registry
-from models.onnx_helpers import (expose_quantized_outputs, init, make_model, onnx_value_to_ir, ort_session,
+from models.onnx_helpers import (expose_quantized_outputs, init, make_model, ort_session, per_node_int8_agreement,
                                  quantize_qdq, run_ir)
 
 pytest.importorskip("onnxruntime.quantization")
@@ -125,21 +123,6 @@ def _inputs(shape, n, seed):
     return np.random.default_rng(seed).standard_normal((n,) + shape).astype(np.float32)
 
 
-def _all_quantized_outputs(q: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Copy of q exposing every QuantizeLinear output (int8/uint8) as a graph output."""
-    m = onnx.ModelProto()
-    m.CopyFrom(q)
-    names = [n.output[0] for n in m.graph.node if n.op_type == "QuantizeLinear"]
-    inits = {t.name: t for t in m.graph.initializer}
-    del m.graph.output[:]
-    for n in m.graph.node:
-        if n.op_type == "QuantizeLinear":
-            zp = onnx.numpy_helper.to_array(inits[n.input[2]])
-            elem = TensorProto.INT8 if zp.dtype == np.int8 else TensorProto.UINT8
-            m.graph.output.append(helper.make_tensor_value_info(n.output[0], elem, None))
-    return m, names
-
-
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
 @pytest.mark.parametrize("net", sorted(NETS))
 def test_end_to_end_int8_agreement(net, per_channel, workdir):
@@ -168,30 +151,7 @@ def test_end_to_end_int8_agreement(net, per_channel, workdir):
 def test_per_node_int8_agreement_teacher_forced(net, per_channel, workdir):
     q, shape = _quantized(net, per_channel, "int8", str(workdir))
     g = load_onnx(q)
-    qa, names = _all_quantized_outputs(q)
-    x = _inputs(shape, N_NODE, 2)
-    ort_vals = dict(zip(names, ort_session(qa).run(None, {"x": x})))
-    values = g.meta["onnx_values"]
-    ir_val = {}  # IR int8 tensor -> onnxruntime's value in IR layout
-    for name, arr in ort_vals.items():
-        info = values.get(name)
-        if info is not None and info["tensor"] not in ir_val:
-            ir_val[info["tensor"]] = onnx_value_to_ir(arr, info)
-    interp = Interpreter(g)
-    checked = {}
-    for n in g.nodes:
-        if n.op in ("quantize", "dequantize") or g.tensors[n.inputs[0]].dtype != "int8":
-            continue
-        ins = []
-        for i in n.inputs:
-            t = g.tensors[i]
-            ins.append(t.data if t.is_const else ir_val.get(i))
-        if any(v is None for v in ins) or n.outputs[0] not in ir_val:
-            pytest.fail(f"node {n.name} ({n.op}): onnxruntime value missing for {n.inputs} -> {n.outputs}")
-        got = registry.get(n.op).forward_int8(n, ins, interp.prepared(n.name))[0].astype(np.int64)
-        want = ir_val[n.outputs[0]].astype(np.int64)
-        d = np.abs(got - want)
-        checked[n.name] = (n.op, float((d == 0).mean()), int(d.max()))
+    checked = per_node_int8_agreement(q, g, {"x": _inputs(shape, N_NODE, 2)})
     print("\n" + "\n".join(f"  {k:28s} {op:18s} {eq:7.2%} equal, max {mx}" for k, (op, eq, mx) in checked.items()))
     ops = {op for op, _, _ in checked.values()}
     assert {"conv2d", "fully_connected"} <= ops

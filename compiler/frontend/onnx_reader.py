@@ -3,7 +3,8 @@ it) -> a verified IR graph.
 
 Contracts
   * Opsets 13 and newer (up to what the installed ``onnx`` knows); each op is accepted only at the
-    schema versions listed in ``_SCHEMA_VERSIONS`` (versions 22-25 changed only type lists).
+    schema versions listed in ``_SCHEMA_VERSIONS`` (for these ops, versions 22-28 changed only
+    type lists and Q/DQ attributes, which are checked). Clip(0, 6) is relu6, Clip(0) relu.
   * Layout: ONNX 4-D tensors are NCHW; the IR is NHWC. A 4-D graph input ``x`` of ONNX shape
     [N, C, H, W] becomes the IR input ``x`` of shape [N, H, W, C]; ``graph.meta`` records the ONNX
     layout and shape of every input and output (``input_layout`` / ``input_shape`` for the first
@@ -13,12 +14,14 @@ Contracts
     Gemm/MatMul that reads it gets its weight columns permuted at import so the result equals
     ONNX's channel-major flatten. Any other reader of such a tensor is rejected.
   * A symbolic batch dimension becomes 1; other dimensions must be static.
-  * QDQ: DequantizeLinear(int8 constant) is a quantized weight/bias; QuantizeLinear ->
-    DequantizeLinear on an activation makes it an int8 IR tensor with those parameters; an op whose
-    data inputs are such tensors runs in int8 and takes the quantization of the QuantizeLinear
-    that follows it (a Relu/Clip between them is fused). Float graph inputs get a ``quantize``
-    node, float graph outputs a ``dequantize`` node. uint8 activations are stored as int8
-    (value - 128, zero point - 128), which is exact.
+  * QDQ: DequantizeLinear(int8 constant) is a quantized weight/bias (int32 bias kept when its
+    scale is s_in * s_w, else requantized to it); QuantizeLinear -> DequantizeLinear on an
+    activation makes it an int8 IR tensor with those parameters. An op whose data inputs are such
+    tensors and whose result only QuantizeLinear reads runs in int8 with that quantization (a
+    Relu/Clip in between is fused; a range starting at 0, where onnxruntime dropped the Relu, is
+    recorded as the fused act); otherwise it runs in float on dequantized inputs (mixed
+    precision). Float graph inputs get a ``quantize`` node, float graph outputs a ``dequantize``
+    node. uint8 activations are stored as int8 (value - 128, zero point - 128), which is exact.
   * Errors: an op (or op configuration) outside the above raises UnsupportedOpError naming the op
     and node and listing SUPPORTED_ONNX_OPS; anything malformed raises ModelFormatError with one
     line. No other exception type leaves :func:`load_onnx`.

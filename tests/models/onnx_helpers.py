@@ -126,3 +126,47 @@ def onnx_value_to_ir(arr: np.ndarray, info: dict) -> np.ndarray:
         c, h, w = info["chw"]
         return np.ascontiguousarray(arr.reshape(arr.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(arr.shape[0], -1))
     return arr
+
+
+def expose_all_quantized(q: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Copy of ``q`` whose graph outputs are every QuantizeLinear output (int8/uint8)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(q)
+    inits = {t.name: t for t in m.graph.initializer}
+    names = []
+    del m.graph.output[:]
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear":
+            zp = numpy_helper.to_array(inits[n.input[2]])
+            elem = TensorProto.INT8 if zp.dtype == np.int8 else TensorProto.UINT8
+            m.graph.output.append(helper.make_tensor_value_info(n.output[0], elem, None))
+            names.append(n.output[0])
+    return m, names
+
+
+def per_node_int8_agreement(q: onnx.ModelProto, graph, feeds: dict) -> dict[str, tuple[str, float, int]]:
+    """Teacher-forced comparison of every int8 IR node of ``graph`` (imported from QDQ model ``q``):
+    the node runs on onnxruntime's int8 input tensors and its output is compared with
+    onnxruntime's. Returns {node name: (op, fraction of equal elements, max |difference|)}."""
+    from microtrain.compiler.ops import registry
+
+    qa, names = expose_all_quantized(q)
+    ort_vals = dict(zip(names, ort_session(qa).run(None, feeds)))
+    values = graph.meta["onnx_values"]
+    ir_val = {}  # IR int8 tensor -> onnxruntime's value in IR layout
+    for name, arr in ort_vals.items():
+        info = values.get(name)
+        if info is not None and info["tensor"] not in ir_val:
+            ir_val[info["tensor"]] = onnx_value_to_ir(arr, info)
+    interp = Interpreter(graph)
+    out = {}
+    for n in graph.nodes:
+        if n.op in ("quantize", "dequantize") or graph.tensors[n.inputs[0]].dtype != "int8":
+            continue
+        ins = [graph.tensors[i].data if graph.tensors[i].is_const else ir_val.get(i) for i in n.inputs]
+        if any(v is None for v in ins) or n.outputs[0] not in ir_val:
+            raise AssertionError(f"node {n.name} ({n.op}): no onnxruntime value for {n.inputs} -> {n.outputs}")
+        got = registry.get(n.op).forward_int8(n, ins, interp.prepared(n.name))[0].astype(np.int64)
+        d = np.abs(got - ir_val[n.outputs[0]].astype(np.int64))
+        out[n.name] = (n.op, float((d == 0).mean()), int(d.max()))
+    return out
