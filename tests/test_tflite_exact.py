@@ -1,25 +1,35 @@
-"""Our int8 references are bit-exact with TFLite's int8 kernels (ai-edge-litert).
+"""Our int8 references are bit-exact with TFLite's int8 kernels.
 
-Every case builds a .tflite model offline (tests/tflite_builder.py), runs it in LiteRT and in
-``Interpreter(parse_tflite(model))``, and compares with ``assert_array_equal``: never a tolerance.
+Every case builds a .tflite model offline (tests/tflite_builder.py), runs it in a TFLite
+interpreter and in ``Interpreter(parse_tflite(model))``, and compares with ``assert_array_equal``:
+never a tolerance.
 
-Resolvers (docs/numerics.md has the evidence):
+Two interpreters serve as oracle, chosen by ``MT_TFLITE_ORACLE`` (the same derandomized hypothesis
+cases run under both; docs/numerics.md has the evidence):
+  * ``litert`` (default; ai-edge-litert 2.3, main venv, numpy 2).
+  * ``tflite_runtime`` (tflite-runtime 2.14, numpy < 2, so its own venv ``.venv-tflrt``, made by
+    ``make oracle``; tests/test_tflite_runtime_oracle.py runs this file there).
+
+Resolvers:
   * REF (BUILTIN_REF): TFLite's reference kernels, the ones TFLM and CMSIS-NN follow. Every op is
-    checked against them. One exception: LiteRT's reference int8 FULLY_CONNECTED now requantizes
-    in double precision, which TFLM/CMSIS-NN (and our integer-only firmware) do not; its integer
-    semantics are checked through the equivalent 1x1 CONV_2D, whose reference kernel is the same
-    integer arithmetic (acc, MultiplyByQuantizedMultiplier, clamp).
+    checked against them. FULLY_CONNECTED: tflite-runtime 2.14's reference int8 FC is the integer
+    one (acc, MultiplyByQuantizedMultiplier, clamp) and is compared directly. LiteRT 2.3's
+    requantizes in double precision instead, which TFLM/CMSIS-NN (and our integer-only firmware)
+    do not; under LiteRT, FC's integer semantics are checked through the equivalent 1x1 CONV_2D,
+    whose reference kernel is that integer arithmetic.
   * OPT (BUILTIN_WITHOUT_DEFAULT_DELEGATES): TFLite's optimized kernels, no delegate. Also
     checked for the ops whose optimized int8 kernel is arithmetically the reference one (ADD,
-    pools, MEAN without keep_dims, PAD, RESHAPE, RELU/RELU6). CONV_2D, DEPTHWISE_CONV_2D,
-    FULLY_CONNECTED (ties of the final rounding shift), MEAN with keep_dims, SOFTMAX, QUANTIZE and
-    DEQUANTIZE (float formulations) differ there and are not asserted.
+    pools, MEAN without keep_dims, PAD, RESHAPE, RELU/RELU6), and for per-tensor FC on
+    non-negative accumulators. CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED (ties of the final
+    rounding shift), MEAN with keep_dims, SOFTMAX, QUANTIZE and DEQUANTIZE (float formulations)
+    differ there and are not asserted.
   * The default resolver adds the XNNPACK delegate (float32 requantization); it is not a
     reference for us and is not tested.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,14 +37,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+ORACLE = os.environ.get("MT_TFLITE_ORACLE", "litert") or "litert"
+if ORACLE == "litert":
+    tfl = pytest.importorskip("ai_edge_litert.interpreter")
+    # LiteRT's reference int8 FULLY_CONNECTED rescales in double: compare FC via a 1x1 CONV_2D.
+    FC_REF_IS_INTEGER = False
+elif ORACLE == "tflite_runtime":
+    # Asked for explicitly: a missing tflite_runtime is an error (collection fails), not a skip.
+    import tflite_runtime.interpreter as tfl
+    FC_REF_IS_INTEGER = True
+else:
+    raise ValueError(f"MT_TFLITE_ORACLE={ORACLE!r}: expected 'litert' or 'tflite_runtime'")
 
 from microtrain.compiler.frontend.tflite_reader import parse_tflite  # noqa: E402
 from microtrain.compiler.interpreter import Interpreter  # noqa: E402
 from tflite_builder import OpSpec, TensorSpec, act, bias, build_model, int32_const, weights  # noqa: E402
 
-REF = litert.OpResolverType.BUILTIN_REF
-OPT = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+REF = tfl.OpResolverType.BUILTIN_REF
+OPT = tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+# Per-tensor FC multiplier rule on acc >= 0: OPT always; REF too where the reference FC is integer.
+FC_MULTIPLIER_RESOLVERS = (REF, OPT) if FC_REF_IS_INTEGER else (OPT,)
 
 
 def exact(n: int):
@@ -44,14 +68,16 @@ def exact(n: int):
 
 @dataclass
 class Case:
-    model: bytes  # what our reader and interpreter run
+    model: bytes  # what our reader and interpreter run, and the oracle too unless said below
     x: np.ndarray
-    oracle: bytes | None = None  # what LiteRT runs instead, when not ``model`` (same semantics)
-    oracle_x: np.ndarray | None = None
+    # The same computation with each FULLY_CONNECTED as the equivalent 1x1 CONV_2D: what the
+    # oracle runs when its reference FC is not integer arithmetic (LiteRT; FC_REF_IS_INTEGER).
+    fc_as_conv: bytes | None = None
+    fc_as_conv_x: np.ndarray | None = None
 
 
-def run_litert(model: bytes, x: np.ndarray, resolver) -> np.ndarray:
-    it = litert.Interpreter(model_content=model, experimental_op_resolver_type=resolver)
+def run_oracle(model: bytes, x: np.ndarray, resolver) -> np.ndarray:
+    it = tfl.Interpreter(model_content=model, experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
@@ -67,12 +93,12 @@ def run_ours(model: bytes, x: np.ndarray) -> np.ndarray:
 def check(case: Case, resolvers=(REF, OPT)) -> None:
     ours = run_ours(case.model, case.x)
     for r in resolvers:
-        if case.oracle is None:
-            ref = run_litert(case.model, case.x, r)
+        if case.fc_as_conv is None or FC_REF_IS_INTEGER:
+            ref = run_oracle(case.model, case.x, r)
         else:
-            ref = run_litert(case.oracle, case.oracle_x, r).reshape(ours.shape)
-        assert ours.dtype == ref.dtype and ours.shape == ref.shape, (r.name, ours.shape, ref.shape)
-        np.testing.assert_array_equal(ours, ref, err_msg=f"resolver {r.name}")
+            ref = run_oracle(case.fc_as_conv, case.fc_as_conv_x, r).reshape(ours.shape)
+        assert ours.dtype == ref.dtype and ours.shape == ref.shape, (ORACLE, r.name, ours.shape, ref.shape)
+        np.testing.assert_array_equal(ours, ref, err_msg=f"{ORACLE} resolver {r.name}")
 
 
 # ---- strategies ------------------------------------------------------------------------------
@@ -153,10 +179,11 @@ def short_mantissa_scale(draw, lo_exp: int, hi_exp: int) -> float:
 
 @st.composite
 def fc_cases(draw):
-    """FULLY_CONNECTED for us; for LiteRT the same computation as a 1x1 CONV_2D on [N,1,1,Cin].
+    """FULLY_CONNECTED, plus the same computation as a 1x1 CONV_2D on [N,1,1,Cin] for LiteRT.
 
     Per-tensor weights use scales whose float32 product is exact, so FC's multiplier (product in
-    float32, GetQuantizedConvolutionMultipler) and CONV's (product in double) coincide.
+    float32, GetQuantizedConvolutionMultipler) and CONV's (product in double) coincide; the
+    float32-product rule itself is checked by the per-tensor multiplier tests below.
     """
     n = draw(st.integers(1, 3))
     flatten = draw(st.booleans())
@@ -204,7 +231,7 @@ def fc_cases(draw):
             op = OpSpec("FULLY_CONNECTED", inputs, ["y"], dict(fused_activation_function=fused))
         return build_model(tensors, [op], ["x"], ["y"])
 
-    return Case(model(False), x, oracle=model(True), oracle_x=x.reshape(n, 1, 1, cin))
+    return Case(model(False), x, fc_as_conv=model(True), fc_as_conv_x=x.reshape(n, 1, 1, cin))
 
 
 @st.composite
@@ -214,6 +241,7 @@ def fc_nonnegative_cases(draw):
     Checks the per-tensor multiplier rule (s_in * s_w multiplied in float32, then divided in
     double) against TFLite's own Prepare through the optimized kernel: with acc >= 0 its
     rounding shift (ties toward +inf) and RoundingDivideByPOT (ties away from zero) agree.
+    tflite-runtime's reference FC is integer too and is checked as well (FC_MULTIPLIER_RESOLVERS).
     """
     n, cin, cout = draw(st.integers(1, 3)), draw(st.integers(1, 40)), draw(st.integers(1, 12))
     s_in, zp_out = draw(scales), draw(zero_points)
@@ -424,22 +452,22 @@ def cnn_cases(draw):
     head = [OpSpec("SOFTMAX", ["logits"], ["prob"], dict(beta=1.0)), OpSpec("DEQUANTIZE", ["prob"], ["output"])]
     ours = ([OpSpec("RESHAPE", ["g", "gshape"], ["gf"], dict(new_shape=[1, c2]))] if keep else []) + [
         OpSpec("FULLY_CONNECTED", ["gf" if keep else "g", "w3", "b3"], ["logits"])]
-    # LiteRT runs the FC as the equivalent 1x1 CONV_2D between two reshapes (see fc_cases).
+    # For LiteRT, the FC as the equivalent 1x1 CONV_2D between two reshapes (see fc_cases).
     w3 = next(t for t in tensors if t.name == "w3")
-    oracle_tensors = [act("g4", (1, 1, 1, c2), s[4], z[4]), int32_const("g4shape", [1, 1, 1, c2]),
-                      weights("w3c", w3.data.reshape(classes, 1, 1, c2), w3s),
-                      act("l4", (1, 1, 1, classes), s5, z[5]), int32_const("lshape", [1, classes])]
-    oracle = ([] if keep else [OpSpec("RESHAPE", ["g", "g4shape"], ["g4"], dict(new_shape=[1, 1, 1, c2]))]) + [
+    conv_tensors = [act("g4", (1, 1, 1, c2), s[4], z[4]), int32_const("g4shape", [1, 1, 1, c2]),
+                    weights("w3c", w3.data.reshape(classes, 1, 1, c2), w3s),
+                    act("l4", (1, 1, 1, classes), s5, z[5]), int32_const("lshape", [1, classes])]
+    fc_conv = ([] if keep else [OpSpec("RESHAPE", ["g", "g4shape"], ["g4"], dict(new_shape=[1, 1, 1, c2]))]) + [
         OpSpec("CONV_2D", ["g" if keep else "g4", "w3c", "b3"], ["l4"], dict(padding="VALID", stride_w=1, stride_h=1)),
         OpSpec("RESHAPE", ["l4", "lshape"], ["logits"], dict(new_shape=[1, classes]))]
     x = (rng.uniform(-130, 130, (1, h, w, cin)) * s[0]).astype(np.float32)
     return Case(build_model(tensors, ops + ours + head, ["input"], ["output"]), x,
-                oracle=build_model(tensors + oracle_tensors, ops + oracle + head, ["input"], ["output"]),
-                oracle_x=x)
+                fc_as_conv=build_model(tensors + conv_tensors, ops + fc_conv + head, ["input"], ["output"]),
+                fc_as_conv_x=x)
 
 
 # ---- tests (1115 cases) ----------------------------------------------------------------------
-# Ops whose optimized LiteRT kernel is not the reference arithmetic are checked against REF only;
+# Ops whose optimized TFLite kernel is not the reference arithmetic are checked against REF only;
 # docs/numerics.md lists how each one differs.
 @exact(150)
 @given(conv_cases())
@@ -456,13 +484,13 @@ def test_depthwise_conv2d(case):
 @exact(120)
 @given(fc_cases())
 def test_fully_connected(case):
-    check(case, (REF,))  # through the equivalent 1x1 CONV_2D reference kernel
+    check(case, (REF,))  # tflite_runtime: its FC; LiteRT: the equivalent 1x1 CONV_2D reference kernel
 
 
 @exact(60)
 @given(fc_nonnegative_cases())
 def test_fully_connected_per_tensor_multiplier(case):
-    check(case, (OPT,))
+    check(case, FC_MULTIPLIER_RESOLVERS)
 
 
 def test_fully_connected_per_tensor_multiplier_is_float32_product():
@@ -484,7 +512,7 @@ def test_fully_connected_per_tensor_multiplier_is_float32_product():
     tensors = [act("x", (1, cin), float(s_in), 3), weights("w", rng.integers(-127, 128, (cout, cin)), [s_w]),
                bias("b", np.array(biases), float(s_in), np.float32(s_w)), act("y", (1, cout), float(s_out), -100)]
     model = build_model(tensors, [OpSpec("FULLY_CONNECTED", ["x", "w", "b"], ["y"])], ["x"], ["y"])
-    check(Case(model, np.full((1, cin), 3, np.int8)), (OPT,))  # x == zp: acc == bias >= 0
+    check(Case(model, np.full((1, cin), 3, np.int8)), FC_MULTIPLIER_RESOLVERS)  # x == zp: acc == bias >= 0
 
 
 @exact(80)

@@ -19,6 +19,7 @@ from .registry import Op, register
 class BatchNorm(Op):
     name = "batch_norm"
     const_inputs = (1, 2, 3, 4)
+    differentiable = False  # folded away before training
 
     @classmethod
     def infer(cls, node, ins):

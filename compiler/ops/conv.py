@@ -17,6 +17,7 @@ import numpy as np
 
 from ._common import (check_act, conv_prepare, out_size, pad_nhwc, requant_epilogue, windows,
                       apply_act_float)
+from ._grad import act_grad, check_need, check_rows, crop, padded_zeros, taps
 from .registry import Op, register
 
 
@@ -42,6 +43,7 @@ class Conv2D(Op):
     name = "conv2d"
     const_inputs = (1, 2)
     param_inputs = (1, 2)
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -102,12 +104,41 @@ class Conv2D(Op):
         w = graph.tensors[node.inputs[1]]
         return int(np.prod(y.shape)) * w.shape[1] * w.shape[2] * w.shape[3]
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,H,W,Cin], w [Cout,KH,KW,Cin], gy [N,OH,OW,Cout] ->
+        {0: gx [N,H,W,Cin], 1: gw [R,KH,KW,Cin], 2: gb [R]}, R = rows or Cout (channels [0, R))."""
+        need = check_need(cls.name, need, (0, 1, 2))
+        x, w = xs[0], xs[1]
+        kh, kw = w.shape[1], w.shape[2]
+        stride, dil, pads, oh, ow = _geometry(node, x.shape, kh, kw)
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
+        r = check_rows(cls.name, rows, w.shape[0])
+        out = {}
+        if 2 in need:
+            out[2] = g[..., :r].sum(axis=(0, 1, 2))
+        if 1 in need:
+            xp = pad_nhwc(x.astype(np.float64), pads, 0.0)
+            gr = g[..., :r]
+            gw = np.empty((r, kh, kw, x.shape[3]), dtype=np.float64)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gw[:, i, j, :] = np.tensordot(gr, xp[idx], axes=([0, 1, 2], [0, 1, 2]))
+            out[1] = gw
+        if 0 in need:
+            w64 = w.astype(np.float64)
+            gxp = padded_zeros(x.shape, pads)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gxp[idx] += g @ w64[:, i, j, :]
+            out[0] = crop(gxp, pads, x.shape)
+        return out
+
 
 @register
 class DepthwiseConv2D(Op):
     name = "depthwise_conv2d"
     const_inputs = (1, 2)
     param_inputs = (1, 2)
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -166,3 +197,35 @@ class DepthwiseConv2D(Op):
         y = graph.tensors[node.outputs[0]]
         w = graph.tensors[node.inputs[1]]
         return int(np.prod(y.shape)) * w.shape[1] * w.shape[2]
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,H,W,C], w [1,KH,KW,C*M], gy [N,OH,OW,C*M] ->
+        {0: gx [N,H,W,C], 1: gw [1,KH,KW,R], 2: gb [R]}, R = rows or C*M (channels [0, R));
+        output channel o reads input channel o // M."""
+        need = check_need(cls.name, need, (0, 1, 2))
+        x, w = xs[0], xs[1]
+        kh, kw, co = w.shape[1], w.shape[2], w.shape[3]
+        m = co // x.shape[3]
+        stride, dil, pads, oh, ow = _geometry(node, x.shape, kh, kw)
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
+        r = check_rows(cls.name, rows, co)
+        out = {}
+        if 2 in need:
+            out[2] = g[..., :r].sum(axis=(0, 1, 2))
+        if 1 in need:
+            xp = pad_nhwc(x.astype(np.float64), pads, 0.0)
+            src = np.arange(r) // m  # input channel read by output channel o < r
+            gr = g[..., :r]
+            gw = np.empty((1, kh, kw, r), dtype=np.float64)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gw[0, i, j, :] = np.einsum("nhwo,nhwo->o", gr, xp[idx][..., src])
+            out[1] = gw
+        if 0 in need:
+            w64 = w[0].astype(np.float64)
+            n = x.shape[0]
+            gxp = padded_zeros(x.shape, pads)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gxp[idx] += (g * w64[i, j]).reshape(n, oh, ow, x.shape[3], m).sum(axis=4)
+            out[0] = crop(gxp, pads, x.shape)
+        return out

@@ -15,12 +15,14 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act
+from ._grad import act_grad, check_need, reduce_to
 from .registry import Op, register
 
 
 @register
 class Add(Op):
     name = "add"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -69,9 +71,18 @@ class Add(Op):
     def macs(cls, node, graph):
         return graph.tensors[node.outputs[0]].size
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """a, b broadcast to y; gy shaped like y -> {0: ga shaped like a, 1: gb shaped like b}
+        (each summed over the axes its operand was broadcast along)."""
+        need = check_need(cls.name, need, (0, 1))
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
+        return {p: reduce_to(g, np.shape(xs[p])) for p in sorted(need)}
+
 
 class _Relu(Op):
     act = "relu"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -95,6 +106,12 @@ class _Relu(Op):
     def forward_int8(cls, node, xs, p):
         y = fp.multiply_by_quantized_multiplier(xs[0].astype(np.int64) - p["in_zp"], p["mult"], p["shift"])
         return [np.clip(y + p["out_zp"], p["act_min"], p["act_max"]).astype(np.int8)]
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """gy shaped like x -> {0: gy * mask(y)}; relu: y > 0, relu6: 0 < y < 6."""
+        need = check_need(cls.name, need, (0,))
+        return {0: act_grad(gys[0], ys[0], cls.act)} if 0 in need else {}
 
 
 @register

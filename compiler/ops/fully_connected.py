@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act, conv_prepare, requant_epilogue
+from ._grad import act_grad, check_need, check_rows
 from .registry import Op, register
 
 
@@ -20,6 +21,7 @@ class FullyConnected(Op):
     name = "fully_connected"
     const_inputs = (1, 2)
     param_inputs = (1, 2)
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -72,3 +74,20 @@ class FullyConnected(Op):
         w = graph.tensors[node.inputs[1]]
         n = graph.tensors[node.inputs[0]].shape[0]
         return int(n * w.shape[0] * w.shape[1])
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,Cin], w [Cout,Cin], gy [N,Cout] -> {0: gx [N,Cin], 1: gw [R,Cin], 2: gb [R]},
+        R = rows or Cout (output channels [0, R))."""
+        need = check_need(cls.name, need, (0, 1, 2))
+        x, w = xs[0].astype(np.float64), xs[1].astype(np.float64)
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
+        r = check_rows(cls.name, rows, w.shape[0])
+        out = {}
+        if 0 in need:
+            out[0] = g @ w
+        if 1 in need:
+            out[1] = g[:, :r].T @ x
+        if 2 in need:
+            out[2] = g[:, :r].sum(axis=0)
+        return out

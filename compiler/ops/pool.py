@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act, out_size, pad_nhwc, windows
+from ._grad import act_grad, check_need, crop, padded_zeros, taps
 from .registry import Op, register
 
 
@@ -30,6 +31,8 @@ def _geom(node, x_shape):
 
 
 class _Pool2D(Op):
+    differentiable = True
+
     @classmethod
     def infer(cls, node, ins):
         x = ins[0]
@@ -84,6 +87,26 @@ class MaxPool2D(_Pool2D):
         win, _ = cls._windows(node, xs[0].astype(np.int64), -(1 << 40))
         return [np.clip(win.max(axis=(3, 4)), p["act_min"], p["act_max"]).astype(np.int8)]
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,H,W,C], gy [N,OH,OW,C] -> {0: gx [N,H,W,C]}.
+
+        Each window's gradient goes to one element: the first maximum in row-major (kh, kw) scan
+        order over the padded window (padding is -inf, never chosen); overlapping windows add up.
+        """
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        x = xs[0].astype(np.float64)
+        k, s, pads, oh, ow = _geom(node, x.shape)
+        win, _ = cls._windows(node, x, -np.inf)  # [N,OH,OW,KH,KW,C]
+        first = win.reshape(win.shape[:3] + (k[0] * k[1], x.shape[3])).argmax(axis=3)  # [N,OH,OW,C]
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
+        gxp = padded_zeros(x.shape, pads)
+        for i, j, idx in taps(k[0], k[1], s, (1, 1), oh, ow):
+            gxp[idx] += np.where(first == i * k[1] + j, g, 0.0)
+        return {0: crop(gxp, pads, x.shape)}
+
 
 @register
 class AvgPool2D(_Pool2D):
@@ -110,6 +133,23 @@ class AvgPool2D(_Pool2D):
         y = _div_round_half_away(acc, cnt)
         return [np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)]
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,H,W,C], gy [N,OH,OW,C] -> {0: gx [N,H,W,C]}: each window spreads gy / count over
+        its valid elements (count as in the forward: valid elements, or KH*KW with
+        ``count_include_pad``; the share of padded positions is dropped)."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        x_shape = np.shape(xs[0])
+        k, s, pads, oh, ow = _geom(node, x_shape)
+        _, valid = cls._windows(node, np.zeros((1,) + tuple(x_shape[1:3]) + (1,)), 0.0)
+        g = act_grad(gys[0], ys[0], node.attrs.get("act", "none")) / cls._count(node, valid)
+        gxp = padded_zeros(x_shape, pads)
+        for _i, _j, idx in taps(k[0], k[1], s, (1, 1), oh, ow):
+            gxp[idx] += g
+        return {0: crop(gxp, pads, x_shape)}
+
 
 def _div_round_half_away(acc: np.ndarray, cnt) -> np.ndarray:
     """C's (acc > 0 ? (acc + n/2) / n : (acc - n/2) / n) with truncating division."""
@@ -124,6 +164,7 @@ class Mean(Op):
     """Global average over H and W of an NHWC tensor (``axes`` = (1, 2)); ``keepdims``."""
 
     name = "mean"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -163,3 +204,13 @@ class Mean(Op):
     @classmethod
     def macs(cls, node, graph):
         return graph.tensors[node.inputs[0]].size
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """x [N,H,W,C], gy [N,1,1,C] or [N,C] -> {0: gx [N,H,W,C] = gy / (H*W) at every pixel}."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        n, h, w, c = np.shape(xs[0])
+        g = np.asarray(gys[0], dtype=np.float64).reshape(n, 1, 1, c) / (h * w)
+        return {0: np.broadcast_to(g, (n, h, w, c)).copy()}

@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..fixedpoint import tflite_round
+from ._grad import check_need
 from .registry import Op, register
 
 
 @register
 class Quantize(Op):
     name = "quantize"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -34,10 +36,17 @@ class Quantize(Op):
     def forward_int8(cls, node, xs, p):
         return [quantize_array(xs[0], p["scale"], p["zp"])]
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
+        need = check_need(cls.name, need, (0,))
+        return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
+
 
 @register
 class Dequantize(Op):
     name = "dequantize"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -55,6 +64,12 @@ class Dequantize(Op):
     @classmethod
     def forward_int8(cls, node, xs, p):
         return [dequantize_array(xs[0], p["scale"], p["zp"])]
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
+        need = check_need(cls.name, need, (0,))
+        return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
 
 
 def quantize_array(x: np.ndarray, scale, zero_point) -> np.ndarray:

@@ -7,6 +7,8 @@ An entry is a subclass of :class:`Op` registered with :func:`register`. It holds
   * ``prepare``        host-side int8 "Prepare": multipliers, shifts, clamp bounds (float64 allowed),
   * ``forward_int8``   integer reference kernel: integers in, integers out, no float,
   * ``macs``           multiply-accumulates per inference (for reports),
+  * ``backward_float`` float64 gradient rule (the reference semantics of compile-time autodiff),
+                       present when ``differentiable`` is True,
 and later issues add backward rules, memory and the C emitter to the same entry.
 """
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Op:
     const_inputs: ClassVar[tuple[int, ...]] = ()
     #: input positions holding trainable parameters (weights, bias)
     param_inputs: ClassVar[tuple[int, ...]] = ()
+    #: True when ``backward_float`` is implemented (the op may sit on a backward path)
+    differentiable: ClassVar[bool] = False
 
     @classmethod
     def infer(cls, node: "Node", ins: list["Tensor | None"]) -> list[tuple[tuple[int, ...], str]]:
@@ -57,6 +61,18 @@ class Op:
     @classmethod
     def macs(cls, node: "Node", graph: "Graph") -> int:
         return 0
+
+    @classmethod
+    def backward_float(cls, node: "Node", xs: list[np.ndarray | None], ys: list[np.ndarray],
+                       gys: list[np.ndarray], need: set[int], rows: int | None = None) -> dict[int, np.ndarray]:
+        """Float64 gradients of the inputs at positions ``need``: ``{position: dL/dx}``.
+
+        xs: forward inputs in ``node.inputs`` order (constants included); ys: forward outputs (after
+        the fused activation); gys: dL/dy, one per output, shaped like ys. Only requested positions
+        are returned, each shaped like its input, except that ``rows`` (weighted ops only) limits a
+        weight/bias gradient to output channels ``[0, rows)``.
+        """
+        raise NotImplementedError(f"{cls.name}: no backward rule (not differentiable)")
 
 
 def register(cls: type[Op]) -> type[Op]:

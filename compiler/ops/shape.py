@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._grad import check_need
 from .registry import Op, register
 
 
 @register
 class Reshape(Op):
     name = "reshape"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -39,6 +41,14 @@ class Reshape(Op):
     def forward_int8(cls, node, xs, p):
         return [_reshape(node, xs[0])]
 
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """gy shaped like y -> {0: gy reshaped to x's shape}."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        return {0: np.asarray(gys[0], dtype=np.float64).reshape(np.shape(xs[0]))}
+
 
 def _reshape(node, x):
     """Reshape keeping the runtime batch size (the IR's batch axis is dimension 0)."""
@@ -48,6 +58,7 @@ def _reshape(node, x):
 @register
 class Pad(Op):
     name = "pad"
+    differentiable = True
 
     @classmethod
     def infer(cls, node, ins):
@@ -69,3 +80,12 @@ class Pad(Op):
     @classmethod
     def forward_int8(cls, node, xs, p):
         return [np.pad(xs[0], node.attrs["pads"], constant_values=p["value"]).astype(np.int8)]
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """gy shaped like y -> {0: gy with the padded border cut off (shaped like x)}."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        idx = tuple(slice(a, a + d) for (a, _b), d in zip(node.attrs["pads"], np.shape(xs[0])))
+        return {0: np.asarray(gys[0], dtype=np.float64)[idx].copy()}

@@ -28,6 +28,7 @@ _ACCUMULATION_INTEGER_BITS = 12
 @register
 class Softmax(Op):
     name = "softmax"
+    differentiable = False  # training replaces it with loss.softmax_cross_entropy_float
 
     @classmethod
     def infer(cls, node, ins):
