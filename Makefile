@@ -46,7 +46,7 @@ oracle: $(ORACLE_STAMP)
 $(ORACLE_STAMP): pyproject.toml | $(BIN)/python
 	$(PY) -m venv $(ORACLE)
 	$(ORACLE)/bin/python -m pip install -q --upgrade pip
-	$(ORACLE)/bin/python -m pip install -q "numpy<2" tflite-runtime==2.14.0 tflite flatbuffers hypothesis pytest
+	$(ORACLE)/bin/python -m pip install -q "numpy<2" tflite-runtime==2.14.0 tflite flatbuffers hypothesis==6.170.15 pytest
 	$(ORACLE)/bin/python -m pip install -q --no-deps -e .
 	rm -f $(ORACLE)/.installed-*
 	touch $@

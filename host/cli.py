@@ -17,15 +17,7 @@ import numpy as np
 from ..compiler.errors import DataError, MicrotrainError, ModelFormatError
 from . import report as rp
 
-try:
-    from . import __version__
-except ImportError:  # host/__init__.py not executed (stale editable install maps host as a namespace)
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        __version__ = version("microtrain")
-    except PackageNotFoundError:
-        __version__ = "0.0.0+unknown"
+from . import __version__
 
 HINT = "rerun with --debug for the traceback"
 
