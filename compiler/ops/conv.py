@@ -18,6 +18,8 @@ import numpy as np
 from ._common import (check_act, conv_prepare, out_size, pad_nhwc, requant_epilogue, windows,
                       apply_act_float)
 from ._grad import act_grad, check_need, check_rows, crop, padded_zeros, taps
+from ._grad_int import (Grad, act_mask, bits_of, check_acc, crop_int, headroom, linear_prepare_backward,
+                        mul_q31, pad_centered, padded_zeros_int, renormalize, scale_channels, sum_to)
 from .registry import Op, register
 
 
@@ -132,6 +134,52 @@ class Conv2D(Op):
             out[0] = crop(gxp, pads, x.shape)
         return out
 
+    @classmethod
+    def prepare_backward(cls, node, graph):
+        """Host constants of ``backward_int8`` (see ``_grad_int.linear_prepare_backward``)."""
+        return linear_prepare_backward(node, graph, 0)
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: x int8 [N,H,W,Cin], w int8 [Cout,KH,KW,Cin], y int8,
+        gy Grad (real y) -> {0: Grad real x, 1: Grad real W [R,KH,KW,Cin], 2: Grad real b [R]}.
+
+        gz = gy masked by act(y_q).
+        b: sum_{n,h,w} gz                                  (int32, fan-in N*OH*OW)
+        W: s_x * sum_{n,h,w} gz * (x - zp_x)               (int32, fan-in N*OH*OW, |x - zp_x| <= 2^x_bits)
+        x: sum_{o,i,j} (gz * s_w[o]) * w[o,i,j,:]           (int32, fan-in Cout*KH*KW, |w| <= 2^w_bits)
+        Each MAC operand is headroom-shifted so no int32 partial sum overflows; results renormalised.
+        """
+        need = check_need(cls.name, need, (0, 1, 2))
+        bits, acc_bits = bits_of(p)
+        x, w = xs[0], xs[1]
+        kh, kw = w.shape[1], w.shape[2]
+        stride, dil, pads, oh, ow = _geometry(node, x.shape, kh, kw)
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        r = check_rows(cls.name, rows, w.shape[0])
+        n = x.shape[0]
+        out = {}
+        if 2 in need:
+            out[2] = sum_to(Grad(g.m[..., :r], g.e), (0, 1, 2), p, f"{node.name} db")
+        if 1 in need:
+            xc = pad_centered(x, p["in_zp"], pads)
+            gr = headroom(Grad(g.m[..., :r], g.e), p["x_bits"], n * oh * ow, acc_bits)
+            acc = np.empty((r, kh, kw, x.shape[3]), dtype=np.int64)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                acc[:, i, j, :] = np.tensordot(gr.m, xc[idx], axes=([0, 1, 2], [0, 1, 2]))
+            check_acc(acc, f"{node.name} dW", acc_bits)
+            out[1] = mul_q31(acc, gr.e, p["x_mult"], p["x_shift"], bits)
+        if 0 in need:
+            gs = headroom(scale_channels(g, p["w_mult"], p["w_shift"], p), p["w_bits"],
+                          w.shape[0] * kh * kw, acc_bits)
+            w64 = w.astype(np.int64)
+            gxp = padded_zeros_int(x.shape, pads)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gxp[idx] += gs.m @ w64[:, i, j, :]
+            out[0] = renormalize(check_acc(crop_int(gxp, pads, x.shape), f"{node.name} dx", acc_bits),
+                                 gs.e, bits)
+        return out
+
 
 @register
 class DepthwiseConv2D(Op):
@@ -228,4 +276,49 @@ class DepthwiseConv2D(Op):
             for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
                 gxp[idx] += (g * w64[i, j]).reshape(n, oh, ow, x.shape[3], m).sum(axis=4)
             out[0] = crop(gxp, pads, x.shape)
+        return out
+
+    @classmethod
+    def prepare_backward(cls, node, graph):
+        """Host constants of ``backward_int8`` (see ``_grad_int.linear_prepare_backward``)."""
+        return linear_prepare_backward(node, graph, 3)
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: x int8 [N,H,W,C], w int8 [1,KH,KW,C*M], y int8,
+        gy Grad (real y) -> {0: Grad real x, 1: Grad real W [1,KH,KW,R], 2: Grad real b [R]};
+        output channel o reads input channel o // M.
+
+        b: sum_{n,h,w} gz[o]; W: s_x * sum_{n,h,w} gz[o] * (x[o // M] - zp_x) (fan-in N*OH*OW);
+        x[c]: sum_{m,i,j} (gz[c*M+m] * s_w[c*M+m]) * w[i,j,c*M+m] (fan-in M*KH*KW); int32 accumulators.
+        """
+        need = check_need(cls.name, need, (0, 1, 2))
+        bits, acc_bits = bits_of(p)
+        x, w = xs[0], xs[1]
+        kh, kw, co = w.shape[1], w.shape[2], w.shape[3]
+        m = co // x.shape[3]
+        stride, dil, pads, oh, ow = _geometry(node, x.shape, kh, kw)
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        r = check_rows(cls.name, rows, co)
+        n = x.shape[0]
+        out = {}
+        if 2 in need:
+            out[2] = sum_to(Grad(g.m[..., :r], g.e), (0, 1, 2), p, f"{node.name} db")
+        if 1 in need:
+            xc = pad_centered(x, p["in_zp"], pads)
+            src = np.arange(r) // m
+            gr = headroom(Grad(g.m[..., :r], g.e), p["x_bits"], n * oh * ow, acc_bits)
+            acc = np.empty((1, kh, kw, r), dtype=np.int64)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                acc[0, i, j, :] = np.einsum("nhwo,nhwo->o", gr.m, xc[idx][..., src])
+            check_acc(acc, f"{node.name} dW", acc_bits)
+            out[1] = mul_q31(acc, gr.e, p["x_mult"], p["x_shift"], bits)
+        if 0 in need:
+            gs = headroom(scale_channels(g, p["w_mult"], p["w_shift"], p), p["w_bits"], m * kh * kw, acc_bits)
+            w64 = w[0].astype(np.int64)
+            gxp = padded_zeros_int(x.shape, pads)
+            for i, j, idx in taps(kh, kw, stride, dil, oh, ow):
+                gxp[idx] += (gs.m * w64[i, j]).reshape(n, oh, ow, x.shape[3], m).sum(axis=4)
+            out[0] = renormalize(check_acc(crop_int(gxp, pads, x.shape), f"{node.name} dx", acc_bits),
+                                 gs.e, bits)
         return out

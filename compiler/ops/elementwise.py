@@ -16,6 +16,7 @@ import numpy as np
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act
 from ._grad import act_grad, check_need, reduce_to
+from ._grad_int import act_mask, reduce_to as reduce_to_int
 from .registry import Op, register
 
 
@@ -79,6 +80,15 @@ class Add(Op):
         g = act_grad(gys[0], ys[0], node.attrs.get("act", "none"))
         return {p: reduce_to(g, np.shape(xs[p])) for p in sorted(need)}
 
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: gy Grad (real y) masked by act(y_q), then summed back
+        to each operand's shape over its broadcast axes (int32 sum) -> {0: Grad real a, 1: Grad real b}.
+        The int8 ADD computes real a + real b, so no scale enters."""
+        need = check_need(cls.name, need, (0, 1))
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        return {k: reduce_to_int(g, np.shape(xs[k]), p) for k in sorted(need)}
+
 
 class _Relu(Op):
     act = "relu"
@@ -112,6 +122,13 @@ class _Relu(Op):
         """gy shaped like x -> {0: gy * mask(y)}; relu: y > 0, relu6: 0 < y < 6."""
         need = check_need(cls.name, need, (0,))
         return {0: act_grad(gys[0], ys[0], cls.act)} if 0 in need else {}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: {0: gy masked by y_q} (relu: y_q > act_min; relu6:
+        act_min < y_q < act_max). Real y = real x where the mask passes, so no scale enters."""
+        need = check_need(cls.name, need, (0,))
+        return {0: act_mask(gys[0], ys[0], cls.act, p)} if 0 in need else {}
 
 
 @register

@@ -13,6 +13,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act, conv_prepare, requant_epilogue
 from ._grad import act_grad, check_need, check_rows
+from ._grad_int import (Grad, act_mask, bits_of, check_acc, headroom, linear_prepare_backward, mul_q31,
+                        renormalize, scale_channels, sum_to)
 from .registry import Op, register
 
 
@@ -90,4 +92,35 @@ class FullyConnected(Op):
             out[1] = g[:, :r].T @ x
         if 2 in need:
             out[2] = g[:, :r].sum(axis=0)
+        return out
+
+    @classmethod
+    def prepare_backward(cls, node, graph):
+        """Host constants of ``backward_int8`` (see ``_grad_int.linear_prepare_backward``)."""
+        return linear_prepare_backward(node, graph, 0)
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: x int8 [N,Cin], w int8 [Cout,Cin], y int8, gy Grad
+        (real y) -> {0: Grad real x [N,Cin], 1: Grad real W [R,Cin], 2: Grad real b [R]}.
+
+        b: sum_n gz; W: s_x * sum_n gz * (x - zp_x) (fan-in N); x: sum_o (gz * s_w[o]) * (w - zp_w)
+        (fan-in Cout); int32 accumulators, headroom-shifted operands, renormalised results.
+        """
+        need = check_need(cls.name, need, (0, 1, 2))
+        bits, acc_bits = bits_of(p)
+        x, w = xs[0].astype(np.int64), xs[1].astype(np.int64)
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        r = check_rows(cls.name, rows, w.shape[0])
+        out = {}
+        if 0 in need:
+            gs = headroom(scale_channels(g, p["w_mult"], p["w_shift"], p), p["w_bits"], w.shape[0], acc_bits)
+            acc = check_acc(gs.m @ (w - p["w_zp"]), f"{node.name} dx", acc_bits)
+            out[0] = renormalize(acc, gs.e, bits)
+        if 1 in need:
+            gr = headroom(Grad(g.m[:, :r], g.e), p["x_bits"], x.shape[0], acc_bits)
+            acc = check_acc(gr.m.T @ (x - p["in_zp"]), f"{node.name} dW", acc_bits)
+            out[1] = mul_q31(acc, gr.e, p["x_mult"], p["x_shift"], bits)
+        if 2 in need:
+            out[2] = sum_to(Grad(g.m[:, :r], g.e), (0,), p, f"{node.name} db")
         return out

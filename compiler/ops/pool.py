@@ -20,6 +20,8 @@ import numpy as np
 from .. import fixedpoint as fp
 from ._common import apply_act_float, check_act, out_size, pad_nhwc, windows
 from ._grad import act_grad, check_need, crop, padded_zeros, taps
+from ._grad_int import (Grad, act_mask, bits_of, check_acc, crop_int, headroom, host_only, mul_q31, padded_zeros_int,
+                        q31, renormalize)
 from .registry import Op, register
 
 
@@ -107,6 +109,27 @@ class MaxPool2D(_Pool2D):
             gxp[idx] += np.where(first == i * k[1] + j, g, 0.0)
         return {0: crop(gxp, pads, x.shape)}
 
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: x int8 [N,H,W,C], y int8, gy Grad (real y) ->
+        {0: Grad real x}. Each window's masked gy goes to its first int8 maximum (row-major scan;
+        dequantization is monotonic, so it is the float rule's element); overlapping windows add
+        in an int32 accumulator (fan-in ceil(KH/SH) * ceil(KW/SW))."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        bits, acc_bits = bits_of(p)
+        x = xs[0].astype(np.int64)
+        k, s, pads, oh, ow = _geom(node, x.shape)
+        win, _ = cls._windows(node, x, -(1 << 40))  # padding is never the maximum
+        first = win.reshape(win.shape[:3] + (k[0] * k[1], x.shape[3])).argmax(axis=3)
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        g = headroom(g, 0, ((k[0] + s[0] - 1) // s[0]) * ((k[1] + s[1] - 1) // s[1]), acc_bits)
+        gxp = padded_zeros_int(x.shape, pads)
+        for i, j, idx in taps(k[0], k[1], s, (1, 1), oh, ow):
+            gxp[idx] += np.where(first == i * k[1] + j, g.m, 0)
+        return {0: renormalize(check_acc(crop_int(gxp, pads, x.shape), f"{node.name} dx", acc_bits), g.e, bits)}
+
 
 @register
 class AvgPool2D(_Pool2D):
@@ -149,6 +172,37 @@ class AvgPool2D(_Pool2D):
         for _i, _j, idx in taps(k[0], k[1], s, (1, 1), oh, ow):
             gxp[idx] += g
         return {0: crop(gxp, pads, x_shape)}
+
+    @classmethod
+    @host_only
+    def prepare_backward(cls, node, graph):
+        """``inv_count[n] = round(2^30 / n)`` for n in [1, KH*KW] (index 0 unused): 1/n as a Q31
+        multiplier with exponent 1, i.e. ``1/n = inv_count[n] * 2^(1 - 31)``."""
+        kh, kw = node.attrs["ksize"]
+        return {"inv_count": np.array([0] + [((1 << 31) + n) // (2 * n) for n in range(1, kh * kw + 1)],
+                                      dtype=np.int64)}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: x int8 [N,H,W,C], y int8, gy Grad (real y) ->
+        {0: Grad real x}: gy masked by act(y_q), times 1/count per window (``inv_count`` table,
+        count as in the forward), spread over the window's valid taps in an int32 accumulator
+        (fan-in ceil(KH/SH) * ceil(KW/SW)). Power-of-two counts scale exactly."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        bits, acc_bits = bits_of(p)
+        x_shape = np.shape(xs[0])
+        k, s, pads, oh, ow = _geom(node, x_shape)
+        _, valid = cls._windows(node, np.zeros((1,) + tuple(x_shape[1:3]) + (1,), dtype=np.int64), 0)
+        cnt = cls._count(node, valid)  # [1,OH,OW,1]
+        g = act_mask(gys[0], ys[0], node.attrs.get("act", "none"), p)
+        g = mul_q31(g.m, g.e, p["inv_count"][cnt], 1, bits)
+        g = headroom(g, 0, ((k[0] + s[0] - 1) // s[0]) * ((k[1] + s[1] - 1) // s[1]), acc_bits)
+        gxp = padded_zeros_int(x_shape, pads)
+        for _i, _j, idx in taps(k[0], k[1], s, (1, 1), oh, ow):
+            gxp[idx] += g.m
+        return {0: renormalize(check_acc(crop_int(gxp, pads, x_shape), f"{node.name} dx", acc_bits), g.e, bits)}
 
 
 def _div_round_half_away(acc: np.ndarray, cnt) -> np.ndarray:
@@ -214,3 +268,23 @@ class Mean(Op):
         n, h, w, c = np.shape(xs[0])
         g = np.asarray(gys[0], dtype=np.float64).reshape(n, 1, 1, c) / (h * w)
         return {0: np.broadcast_to(g, (n, h, w, c)).copy()}
+
+    @classmethod
+    @host_only
+    def prepare_backward(cls, node, graph):
+        """1/(H*W) as a Q31 multiplier: ``1/n = inv_mult * 2^(inv_shift - 31)`` (exact for n = 2^k)."""
+        x = graph.tensors[node.inputs[0]]
+        m, k = q31(1.0 / (x.shape[1] * x.shape[2]))
+        return {"inv_mult": m, "inv_shift": k}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: gy Grad [N,1,1,C] or [N,C] (real y) ->
+        {0: Grad real x [N,H,W,C] = gy / (H*W) at every pixel} (one Q31 multiply, renormalised)."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        bits, _ = bits_of(p)
+        n, h, w, c = np.shape(xs[0])
+        g = mul_q31(gys[0].m.reshape(n, 1, 1, c), gys[0].e, p["inv_mult"], p["inv_shift"], bits)
+        return {0: Grad(np.broadcast_to(g.m, (n, h, w, c)).copy(), g.e)}

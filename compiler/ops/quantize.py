@@ -11,6 +11,7 @@ import numpy as np
 
 from ..fixedpoint import tflite_round
 from ._grad import check_need
+from ._grad_int import Grad
 from .registry import Op, register
 
 
@@ -42,6 +43,12 @@ class Quantize(Op):
         need = check_need(cls.name, need, (0,))
         return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
 
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Straight-through, integer: {0: gy unchanged (a Grad w.r.t. the real value)}."""
+        need = check_need(cls.name, need, (0,))
+        return {0: Grad(gys[0].m.copy(), gys[0].e)} if 0 in need else {}
+
 
 @register
 class Dequantize(Op):
@@ -70,6 +77,12 @@ class Dequantize(Op):
         """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
         need = check_need(cls.name, need, (0,))
         return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Straight-through, integer: {0: gy unchanged (a Grad w.r.t. the real value)}."""
+        need = check_need(cls.name, need, (0,))
+        return {0: Grad(gys[0].m.copy(), gys[0].e)} if 0 in need else {}
 
 
 def quantize_array(x: np.ndarray, scale, zero_point) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._grad import check_need
+from ._grad_int import Grad
 from .registry import Op, register
 
 
@@ -48,6 +49,14 @@ class Reshape(Op):
         if 0 not in need:
             return {}
         return {0: np.asarray(gys[0], dtype=np.float64).reshape(np.shape(xs[0]))}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: {0: gy's mantissa reshaped to x's shape, same exponent}."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        return {0: Grad(gys[0].m.reshape(np.shape(xs[0])).copy(), gys[0].e)}
 
 
 def _reshape(node, x):
@@ -89,3 +98,12 @@ class Pad(Op):
             return {}
         idx = tuple(slice(a, a + d) for (a, _b), d in zip(node.attrs["pads"], np.shape(xs[0])))
         return {0: np.asarray(gys[0], dtype=np.float64)[idx].copy()}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Integer twin of ``backward_float``: {0: gy's mantissa with the border cut off, same exponent}."""
+        need = check_need(cls.name, need, (0,))
+        if 0 not in need:
+            return {}
+        idx = tuple(slice(a, a + d) for (a, _b), d in zip(node.attrs["pads"], np.shape(xs[0])))
+        return {0: Grad(gys[0].m[idx].copy(), gys[0].e)}
