@@ -16,6 +16,7 @@ import numpy as np
 
 from ..compiler.errors import DataError, MicrotrainError, ModelFormatError
 from . import report as rp
+from .schedule_options import schedule_options
 
 from . import __version__
 
@@ -300,6 +301,303 @@ def _render_inspect(r: dict[str, Any]) -> None:
             ["agreement", rp.fmt_pct(acc["agreement"]), "int8 vs float32 top-1" if ptq else ""],
         ]
         con.print(rp.table(["", ("", "right"), ""], rows, header=False))
+
+
+# ---- simulate ----------------------------------------------------------------------------------
+
+#: most points of ``loss_curve`` in ``simulate --json``; longer runs are averaged in equal buckets
+LOSS_CURVE_POINTS = 1000
+
+
+def _downsample(v: np.ndarray, limit: int = LOSS_CURVE_POINTS) -> tuple[list[float], int]:
+    """``v`` as floats, or the means of consecutive buckets of ``stride`` values when longer than
+    ``limit`` (the last bucket may be shorter). Returns (points, stride)."""
+    v = np.asarray(v, dtype=np.float64)
+    if v.size <= limit:
+        return [float(x) for x in v], 1
+    stride = int(np.ceil(v.size / limit))
+    return [float(v[i:i + stride].mean()) for i in range(0, v.size, stride)], stride
+
+
+def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start)."""
+    v = np.asarray(v, dtype=np.float64)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    hi = np.arange(1, v.size + 1)
+    lo = np.maximum(hi - window, 0)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: int, show: bool):
+    """:func:`~microtrain.compiler.train_int.train_int8` with a rich progress bar on stderr (the
+    same construction, evaluation and training loop; only ``trainer.step`` is observed)."""
+    from ..compiler import train_int as ti
+
+    console = rp.stderr_console()
+    if not (show and console.is_terminal):
+        return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if steps is None and epochs is None:
+        epochs = 1
+    probe = plan.schedule.fg or ti.FGOptions()
+    b = probe.batch if any(lt.method == "fg" and lt.trainable for lt in plan.layers) else 1
+    total = int(steps) if steps is not None else int(np.ceil(float(epochs) * len(ds.y_train) / b))
+    trainer = ti.Int8Trainer(qgraph, plan, momentum=plan.schedule.momentum, seed=seed, lr_schedule="cosine",
+                             total_steps=total)
+    with rp.progress("evaluating int8 before training", show):
+        before = ti.evaluate(trainer, ds.x_test, ds.y_test)
+    with Progress(TextColumn("int8 training"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("train", total=total, loss="-")
+        step = trainer.step
+
+        def observed(*a, **k):
+            r = step(*a, **k)
+            bar.update(task, advance=1, loss=f"{r.loss:.3f}")
+            return r
+
+        trainer.step = observed  # instance attribute: ti.train calls trainer.step(...)
+        try:
+            hist = ti.train(trainer, ds.x_train, ds.y_train, steps=total, shuffle_seed=seed)
+        finally:
+            del trainer.step
+    with rp.progress("evaluating int8 after training", show):
+        after = ti.evaluate(trainer, ds.x_test, ds.y_test)
+    return ti.Int8Result(trainer, hist, before, after)
+
+
+def _save_params(path: str, trainer) -> list[str]:
+    """Write every trained tensor of ``trainer`` (full tensors, graph dtypes) and its scales
+    (``<name>.scale``, float32) to ``path`` atomically: a temp file in the same folder, renamed."""
+    import os
+    import tempfile
+
+    arrays: dict[str, np.ndarray] = {}
+    nodes = {n.name: n for n in trainer.graph.nodes}
+    for lt in trainer.plan.layers:
+        node = nodes[lt.node]
+        for role, name in (("weight", lt.weight), ("bias", lt.bias)):
+            if name is None or name not in trainer.params:
+                continue
+            arrays[name] = np.asarray(trainer.params[name])
+            arrays[f"{name}.scale"] = np.asarray(trainer._scales(node, role, lt.cout), dtype=np.float32)
+    target = os.path.abspath(os.path.expanduser(path))
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise MicrotrainError(f"--save-params {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".microtrain-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MicrotrainError(f"--save-params {path}: {e.strerror or e}") from e
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return sorted(arrays)
+
+
+def _write_plot(path: str, hist, float_hist, title: str) -> None:
+    """PNG: moving-average loss and running accuracy per step (int8, and the float twin if given)."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    window = max(1, min(100, hist.steps // 20 or 1))
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
+    try:
+        for h, label in ((hist, "int8"), (float_hist, "float twin")):
+            if h is None or not h.steps:
+                continue
+            x = np.arange(1, h.steps + 1)
+            ax1.plot(x, _moving_average(h.loss, window), label=label)
+            ax2.plot(x, h.running_acc, label=label)
+        ax1.set_ylabel(f"loss (moving average, {window} steps)")
+        ax2.set_ylabel("running accuracy (last 100 steps)")
+        ax2.set_xlabel("step")
+        ax2.set_ylim(0, 1)
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+        fig.tight_layout()
+        target = os.path.abspath(os.path.expanduser(path))
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise MicrotrainError(f"--plot {path}: folder {folder} does not exist")
+        fd, tmp = tempfile.mkstemp(prefix=".microtrain-", suffix=".png.tmp", dir=folder)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png", dpi=100)
+            os.replace(tmp, target)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise MicrotrainError(f"--plot {path}: {e.strerror or e}") from e
+    finally:
+        plt.close(fig)
+
+
+@cli.command("simulate", context_settings=CONTEXT,
+             short_help="Train on the host with the bit-exact int8 engine; compare with the float twin.")
+@click.argument("model", metavar="MODEL")
+@click.option("--data", "data", metavar="D", required=True,
+              help="Training/test data: digits, digits-clean, or a .npz file (x_train, y_train, x_test, y_test).")
+@schedule_options
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=None, metavar="E",
+              help="Passes over the training split. [default: 1 when --steps is not given]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Training steps (instead of --epochs).")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="S",
+              help="Seeds the shuffling and the forward-gradient stream (same for int8 and float).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--plot", "plot", metavar="FILE.png", default=None,
+              help="Write a PNG of the loss (moving average) and running accuracy over the steps.")
+@click.option("--save-params", "save_params", metavar="FILE.npz", default=None,
+              help="Write every trainable tensor after training (int8 weights, int32 biases, by tensor "
+                   "name) and its scales (<name>.scale) to an .npz file.")
+@click.option("--no-float", "no_float", is_flag=True,
+              help="Skip the float twin (float models only; int8 models never have one).")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
+              metavar="N", help="Training samples used to calibrate post-training quantization.")
+def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None, seed: int, as_json: bool,
+                 plot: str | None, save_params: str | None, no_float: bool, calib_samples: int,
+                 **kw: Any) -> None:
+    """Simulate on-device training on the host: what the firmware will compute, bit for bit.
+
+    MODEL (.onnx or .tflite) is loaded; a float model is quantized to int8 (PTQ, calibrated on the
+    first --calib-samples training samples), an int8 model is used as is. The schedule is resolved
+    against the model (its warnings go to stderr) and trained with the numpy int8 engine, batch-1
+    SGD (batch --fg-batch for forward gradient) with cosine learning-rate decay. Unless --no-float,
+    the float model is also trained with the float twin of the same schedule, steps and seed.
+    Reports test accuracy before and after training.
+
+    With --json: one object with accuracy_before, accuracy_after, float_accuracy_after (null
+    without a float twin), steps, schedule, trainable_params, loss_curve, warnings, seed and more.
+    loss_curve holds the int8 engine's per-step training loss (nats); runs longer than 1000 steps
+    are averaged in equal buckets of loss_curve_stride consecutive steps (at most 1000 points).
+
+    \b
+    Examples:
+      microtrain simulate examples/digits_cnn.onnx --data digits
+      microtrain simulate examples/digits_cnn.onnx --data digits --schedule bias --steps 500 --json
+      microtrain simulate model.tflite --data my.npz --update -1:1,-2:0.5 --plot curve.png
+    """
+    from ..compiler.inspect import precision
+    from ..compiler.quantize import quantize_graph
+    from ..compiler.schedule import resolve
+    from .schedule_options import pop_schedule_options, schedule_from_options
+
+    sched_kw = pop_schedule_options(kw)
+    if epochs is not None and steps is not None:
+        raise MicrotrainError("give --epochs or --steps, not both")
+    schedule = schedule_from_options(**sched_kw)
+    show = not as_json
+
+    with rp.progress(f"reading {model}", show):
+        graph = load_model_file(model)
+    is_float = precision(graph) == "float32"
+    resolve(schedule, graph)  # fail fast on a bad --update / count, before PTQ and data
+    with rp.progress(f"loading {data}", show), _guard("unexpected-data", DataError, f"{data}: could not load data"):
+        from .data import load_data
+
+        ds = load_data(data, graph)
+
+    n_calib = 0
+    if is_float:
+        n_calib = min(calib_samples, len(ds.x_train))
+        with rp.progress(f"quantizing with {n_calib} calibration samples", show):
+            qgraph = quantize_graph(graph, ds.x_train[:n_calib])
+    else:
+        qgraph = graph
+    plan = resolve(schedule, qgraph)
+    warnings = list(plan.warnings)
+    for w in warnings:
+        click.echo(f"warning: {_one_line(w)}", err=True)
+
+    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show)
+    for w in res.trainer.warnings:
+        if w not in warnings:
+            warnings.append(w)
+            click.echo(f"warning: {_one_line(w)}", err=True)
+    hist = res.history
+
+    twin = None
+    if is_float and not no_float:
+        from ..compiler.train_float import train_float_twin
+
+        with rp.progress(f"training the float twin ({hist.steps} steps)", show):
+            twin = train_float_twin(graph, resolve(schedule, graph), ds, steps=hist.steps, seed=seed)
+
+    saved = _save_params(save_params, res.trainer) if save_params else None
+    if plot:
+        with rp.progress(f"writing {plot}", show):
+            _write_plot(plot, hist, twin.history if twin else None,
+                        f"{model}: {schedule.describe()}")
+
+    curve, stride = _downsample(hist.loss)
+    result: dict[str, Any] = {
+        "model": model, "precision": "float32" if is_float else "int8",
+        "data": ds.name, "train_samples": int(len(ds.y_train)), "test_samples": int(len(ds.y_test)),
+        "calib_samples": int(n_calib),
+        "accuracy_before": float(res.acc_before), "accuracy_after": float(res.acc_after),
+        "float_accuracy_before": float(twin.acc_before) if twin else None,
+        "float_accuracy_after": float(twin.acc_after) if twin else None,
+        "steps": int(hist.steps), "samples": int(hist.samples), "seed": int(seed),
+        "lr": res.trainer.lrs, "schedule": schedule.to_json(), "schedule_description": schedule.describe(),
+        "trainable_params": int(plan.num_trainable_params), "params_by_method": plan.params_by_method(),
+        "plan": plan.describe(),
+        "final_running_accuracy": float(hist.running_acc[-1]) if hist.steps else None,
+        "loss_curve": curve, "loss_curve_stride": stride,
+        "fg_skipped": int(hist.skipped), "seconds": float(hist.seconds),
+        "float_seconds": float(twin.history.seconds) if twin else None,
+        "warnings": warnings, "plot": plot, "saved_params": save_params, "saved_tensors": saved,
+    }
+    if as_json:
+        rp.print_json(result)
+        return
+    _render_simulate(result)
+
+
+def _render_simulate(r: dict[str, Any]) -> None:
+    con = rp.stdout_console()
+    con.print(f"[bold]{rp.esc(r['model'])}[/bold]  {r['precision']}, data {rp.esc(r['data'])} "
+              f"({r['train_samples']} train / {r['test_samples']} test samples)", soft_wrap=True)
+    if r["float_accuracy_after"] is not None:
+        fl = f"{rp.fmt_pct(r['float_accuracy_after'])} (before {rp.fmt_pct(r['float_accuracy_before'])})"
+    else:
+        fl = "- (" + ("--no-float" if r["precision"] == "float32" else "int8 model: no float twin") + ")"
+    lr = ", ".join(f"{m} {v:g}" for m, v in r["lr"].items() if r["params_by_method"].get(m)) or "-"
+    rows = [
+        ["accuracy before", rp.fmt_pct(r["accuracy_before"]),
+         "int8 " + (f"PTQ, {r['calib_samples']} calibration samples" if r["calib_samples"] else "model as given")],
+        ["accuracy after", rp.fmt_pct(r["accuracy_after"]), "int8 engine (bit-exact with the firmware)"],
+        ["float after", fl, "float twin, same schedule, steps and seed"],
+        ["steps", f"{r['steps']:,}", f"{r['samples']:,} samples, seed {r['seed']}, {r['seconds']:.1f} s"],
+        ["trainable params", f"{r['trainable_params']:,}", r["plan"]],
+        ["schedule", r["schedule"]["kind"], f"lr used: {lr}"],
+        ["warnings", str(len(r["warnings"])), "" if r["warnings"] else "-"],
+    ]
+    if r["saved_params"]:
+        rows.append(["saved params", str(len(r["saved_tensors"])), r["saved_params"]])
+    if r["plot"]:
+        rows.append(["plot", "", r["plot"]])
+    con.print(rp.table(["", ("", "right"), ""], rows, header=False))
+    con.print(f"schedule: {rp.esc(r['schedule_description'])}", soft_wrap=True)
+    for w in r["warnings"]:
+        con.print(f"warning: {rp.esc(w)}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
