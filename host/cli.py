@@ -583,7 +583,7 @@ def _render_simulate(r: dict[str, Any]) -> None:
     rows = [
         ["accuracy before", rp.fmt_pct(r["accuracy_before"]),
          "int8 " + (f"PTQ, {r['calib_samples']} calibration samples" if r["calib_samples"] else "model as given")],
-        ["accuracy after", rp.fmt_pct(r["accuracy_after"]), "int8 engine (bit-exact with the firmware)"],
+        ["accuracy after", rp.fmt_pct(r["accuracy_after"]), "int8 engine (numpy integer reference)"],
         ["float after", fl, "float twin, same schedule, steps and seed"],
         ["steps", f"{r['steps']:,}", f"{r['samples']:,} samples, seed {r['seed']}, {r['seconds']:.1f} s"],
         ["trainable params", f"{r['trainable_params']:,}", r["plan"]],
