@@ -16,8 +16,10 @@ TORCH_VERSION := 2.13.0
 .PHONY: demo test venv oracle toolchains lint clean
 
 demo: venv
+	@mkdir -p out
 	$(BIN)/microtrain boards
 	$(BIN)/microtrain inspect examples/digits_cnn.onnx --data digits
+	$(BIN)/microtrain simulate examples/digits_cnn.onnx --data digits --schedule sparse --epochs 1 --plot out/demo-curve.png
 
 test: venv oracle toolchains lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
