@@ -626,10 +626,10 @@ def evaluate(trainer: FloatTrainer, x: np.ndarray, y: np.ndarray, batch_size: in
 
 
 @dataclass
-class TwinResult:
-    """What :func:`train_float_twin` returns."""
+class TrainResult:
+    """What :func:`train_float_twin` and ``train_int.train_int8`` return."""
 
-    trainer: FloatTrainer
+    trainer: Any  # FloatTrainer or train_int.Int8Trainer
     history: History
     acc_before: float  # test accuracy before training
     acc_after: float  # test accuracy after training
@@ -642,7 +642,7 @@ class TwinResult:
 def train_float_twin(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: int | None = None,
                      epochs: float | None = None, lr: float | None = None, seed: int = 0,
                      momentum: float | None = None, fg_lr: float | None = None, accumulate: int = 1,
-                     lr_schedule: str | None = None, eval_every: int = 0) -> TwinResult:
+                     lr_schedule: str | None = None, eval_every: int = 0) -> TrainResult:
     """Train ``graph`` (float IR) under ``schedule`` on ``data`` (anything with ``x_train,
     y_train, x_test, y_test``, e.g. ``host.data.load_data(...)``) and measure test accuracy.
 
@@ -665,4 +665,4 @@ def train_float_twin(graph: Graph, schedule: Schedule | TrainPlan, data: Any, st
     before = evaluate(trainer, data.x_test, data.y_test)
     hist = train(trainer, x_tr, y_tr, steps=total, shuffle_seed=seed, x_eval=data.x_test, y_eval=data.y_test,
                  eval_every=eval_every)
-    return TwinResult(trainer, hist, before, evaluate(trainer, data.x_test, data.y_test))
+    return TrainResult(trainer, hist, before, evaluate(trainer, data.x_test, data.y_test))

@@ -80,8 +80,8 @@ from .ops._grad_int import (DELTA_FRAC_BITS, MASTER_FRAC_BITS, apply_master_copy
 from .ops.loss_int import LOSS_FRAC_BITS, prepare_softmax_ce_acc, prepare_softmax_ce_int8, softmax_cross_entropy_int
 from .program import LINEAR_OPS, TrainingProgram, build_program, grad_name
 from .schedule import FGOptions, Schedule, TrainPlan, resolve
-from .train_float import (LR_SCHEDULES, History, _default_lrs, fg_walk, fmix32, perturbation_seed, rademacher,
-                          row_index)
+from .train_float import (LR_SCHEDULES, History, TrainResult, _default_lrs, fg_walk, fmix32,
+                          perturbation_seed, rademacher, row_index)
 
 REMEDIES = ("master", "stochastic")
 LOSS_INPUTS = ("int8", "acc")
@@ -603,18 +603,7 @@ def evaluate(trainer: Int8Trainer, x: np.ndarray, y: np.ndarray, batch_size: int
     return float(np.mean(predict(trainer, x, batch_size) == y))
 
 
-@dataclass
-class Int8Result:
-    """What :func:`train_int8` returns (the float twin's ``TwinResult`` shape)."""
-
-    trainer: Int8Trainer
-    history: History
-    acc_before: float
-    acc_after: float
-
-    @property
-    def plan(self) -> TrainPlan:
-        return self.trainer.plan
+Int8Result = TrainResult  # same record as the float twin
 
 
 def train_int8(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: int | None = None,

@@ -15,8 +15,24 @@ from ._grad_int import Grad
 from .registry import Op, register
 
 
+class _StraightThrough(Op):
+    """Boundary conversions pass gradients through unchanged (w.r.t. the real value)."""
+
+    @classmethod
+    def backward_float(cls, node, xs, ys, gys, need, rows=None):
+        """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
+        need = check_need(cls.name, need, (0,))
+        return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
+
+    @classmethod
+    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
+        """Straight-through, integer: {0: gy unchanged (a Grad w.r.t. the real value)}."""
+        need = check_need(cls.name, need, (0,))
+        return {0: Grad(gys[0].m.copy(), gys[0].e)} if 0 in need else {}
+
+
 @register
-class Quantize(Op):
+class Quantize(_StraightThrough):
     name = "quantize"
     differentiable = True
 
@@ -37,21 +53,9 @@ class Quantize(Op):
     def forward_int8(cls, node, xs, p):
         return [quantize_array(xs[0], p["scale"], p["zp"])]
 
-    @classmethod
-    def backward_float(cls, node, xs, ys, gys, need, rows=None):
-        """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
-        need = check_need(cls.name, need, (0,))
-        return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
-
-    @classmethod
-    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
-        """Straight-through, integer: {0: gy unchanged (a Grad w.r.t. the real value)}."""
-        need = check_need(cls.name, need, (0,))
-        return {0: Grad(gys[0].m.copy(), gys[0].e)} if 0 in need else {}
-
 
 @register
-class Dequantize(Op):
+class Dequantize(_StraightThrough):
     name = "dequantize"
     differentiable = True
 
@@ -71,18 +75,6 @@ class Dequantize(Op):
     @classmethod
     def forward_int8(cls, node, xs, p):
         return [dequantize_array(xs[0], p["scale"], p["zp"])]
-
-    @classmethod
-    def backward_float(cls, node, xs, ys, gys, need, rows=None):
-        """Straight-through: {0: gy} (rounding and clamping are treated as identity)."""
-        need = check_need(cls.name, need, (0,))
-        return {0: np.asarray(gys[0], dtype=np.float64).copy()} if 0 in need else {}
-
-    @classmethod
-    def backward_int8(cls, node, xs, ys, gys, need, p, rows=None):
-        """Straight-through, integer: {0: gy unchanged (a Grad w.r.t. the real value)}."""
-        need = check_need(cls.name, need, (0,))
-        return {0: Grad(gys[0].m.copy(), gys[0].e)} if 0 in need else {}
 
 
 def quantize_array(x: np.ndarray, scale, zero_point) -> np.ndarray:
