@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import math
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import driver
+from .driver import PREFIX_CACHE_BYTES, History, StepResult, TrainResult, evaluate, predict, train  # noqa: F401
 from .ir import Graph, verify
 from .ops import registry
 from .ops.loss import softmax_cross_entropy_float
@@ -59,8 +60,6 @@ DEFAULT_LR = {"bias": 0.1, "sparse": 0.01, "last-k": 0.01, "full": 0.01, "fg": 0
 #: default learning rate of the forward-gradient layers of a hybrid schedule
 DEFAULT_FG_LR = 0.01
 LR_SCHEDULES = ("constant", "cosine")
-#: :func:`train` computes the frozen prefix of the whole training set once when it fits in this
-PREFIX_CACHE_BYTES = 256 << 20
 
 _M32 = 0xFFFFFFFF
 
@@ -176,17 +175,6 @@ def fg_walk(graph: Graph, plan: TrainPlan) -> list[FGSlice]:
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class StepResult:
-    """What one :meth:`FloatTrainer.step` saw: mean loss and correct predictions of its samples,
-    from the unperturbed forward passes, before any update of the step."""
-
-    loss: float
-    correct: int
-    samples: int
-    skipped: int = 0  # forward-gradient perturbations skipped because L+ == L-
-
-
 def _default_lrs(plan: TrainPlan, lr: float | None, fg_lr: float | None) -> dict[str, float]:
     """Learning rate per method ("bp", "fg").
 
@@ -374,6 +362,19 @@ class FloatTrainer:
         """Logits (float32 [N, C]) of samples ``x`` with the current parameters."""
         return self._forward(self._input_env(x))[self.program.logits]
 
+    def host_samples(self, x: np.ndarray, what: str = "data") -> np.ndarray:
+        """Samples in the source or IR layout -> float32 IR-layout model input."""
+        from .quantize import to_ir_layout
+
+        x = to_ir_layout(np.asarray(x), self.graph, what)
+        if x.dtype != np.float32:
+            raise ValueError(f"{what}: float32 samples required, got {x.dtype}")
+        return x
+
+    def predict_ir(self, x: np.ndarray) -> np.ndarray:
+        """Top-1 classes of IR-layout float32 samples."""
+        return np.argmax(self.logits(x), axis=1)
+
     # ---- backprop (one sample) -------------------------------------------------------------------
     def _visible(self, env, step, name):
         """``name``'s value if ``step`` reads it; else a NaN placeholder shaped like it."""
@@ -526,123 +527,17 @@ def _act_of(node) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training loop and evaluation
+# Training run (the loop itself is compiler/driver.py, shared with the int8 engine)
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class History:
-    """Per-step record of :func:`train`. ``loss[t]``/``correct[t]``: step t's mean loss and
-    correct count (its samples, before its updates); ``running_acc[t]``: correct fraction over
-    the samples of the last ``window`` steps up to t; ``evals``: (steps taken, test accuracy)."""
-
-    loss: np.ndarray
-    correct: np.ndarray
-    samples_per_step: int
-    running_acc: np.ndarray
-    evals: list[tuple[int, float]] = field(default_factory=list)
-    skipped: int = 0  # forward-gradient perturbations skipped on ties
-    seconds: float = 0.0
-
-    @property
-    def steps(self) -> int:
-        return int(self.loss.size)
-
-    @property
-    def samples(self) -> int:
-        return self.steps * self.samples_per_step
-
-    def to_json(self) -> dict[str, Any]:
-        return {"steps": self.steps, "samples": self.samples, "loss": [float(v) for v in self.loss],
-                "running_acc": [float(v) for v in self.running_acc], "evals": [list(e) for e in self.evals],
-                "skipped": self.skipped, "seconds": self.seconds}
-
-
 def _ir_samples(trainer: FloatTrainer, x: np.ndarray, what: str) -> np.ndarray:
-    from .quantize import to_ir_layout
-
-    x = to_ir_layout(np.asarray(x), trainer.graph, what)
-    if x.dtype != np.float32:
-        raise ValueError(f"{what}: float32 samples required, got {x.dtype}")
-    return x
-
-
-def train(trainer: FloatTrainer, x_train: np.ndarray, y_train: np.ndarray, epochs: float | None = None,
-          steps: int | None = None, shuffle_seed: int = 0, x_eval: np.ndarray | None = None,
-          y_eval: np.ndarray | None = None, eval_every: int = 0, window: int = 100) -> History:
-    """Train for ``steps`` steps, or ``epochs`` passes over the data (``ceil(epochs * N / B)``
-    steps, B = ``trainer.samples_per_step``). Samples (source or IR layout, float32) are streamed
-    in the order of per-epoch permutations from ``numpy.random.default_rng(shuffle_seed)``.
-    With ``eval_every`` > 0 and eval data, test accuracy is recorded every that many steps and
-    at the end. A partially accumulated gradient is applied at the end. The frozen prefix of all
-    training samples is computed once (batched) when it fits in :data:`PREFIX_CACHE_BYTES`."""
-    x = _ir_samples(trainer, x_train, "x_train")
-    y = np.asarray(y_train, dtype=np.int64).reshape(-1)
-    if x.shape[0] != y.size or y.size == 0:
-        raise ValueError(f"train: {x.shape[0]} samples, {y.size} labels")
-    b = trainer.samples_per_step
-    if (epochs is None) == (steps is None):
-        raise ValueError("train: give exactly one of epochs and steps")
-    n_steps = int(steps) if steps is not None else int(math.ceil(float(epochs) * y.size / b))
-    rng = np.random.default_rng(shuffle_seed)
-    order = np.zeros(0, np.int64)
-    losses = np.zeros(n_steps)
-    correct = np.zeros(n_steps, np.int64)
-    evals: list[tuple[int, float]] = []
-    skipped = 0
-    t0 = time.perf_counter()
-    cache = trainer.frozen_prefix(x) if trainer.prefix_bytes(y.size) <= PREFIX_CACHE_BYTES else None
-    for t in range(n_steps):
-        while order.size < b:
-            order = np.concatenate([order, rng.permutation(y.size)])
-        idx, order = order[:b], order[b:]
-        if cache is None:
-            r = trainer.step(x[idx], y[idx])
-        else:
-            r = trainer.step(None, y[idx], prefix={k: v[idx] for k, v in cache.items()})
-        losses[t], correct[t] = r.loss, r.correct
-        skipped += r.skipped
-        if eval_every and x_eval is not None and (t + 1) % eval_every == 0:
-            evals.append((t + 1, evaluate(trainer, x_eval, y_eval)))
-    trainer.flush()
-    if eval_every and x_eval is not None and (not evals or evals[-1][0] != n_steps):
-        evals.append((n_steps, evaluate(trainer, x_eval, y_eval)))
-    csum = np.concatenate([[0], np.cumsum(correct)])
-    lo = np.maximum(np.arange(1, n_steps + 1) - window, 0)
-    hi = np.arange(1, n_steps + 1)
-    running = (csum[hi] - csum[lo]) / ((hi - lo) * b) if n_steps else np.zeros(0)
-    return History(losses, correct, b, running, evals, skipped, time.perf_counter() - t0)
-
-
-def predict(trainer: FloatTrainer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Top-1 class (int64 [N]) with the trainer's current parameters."""
-    x = _ir_samples(trainer, x, "data")
-    out = [np.argmax(trainer.logits(x[i:i + batch_size]), axis=1) for i in range(0, x.shape[0], batch_size)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-
-def evaluate(trainer: FloatTrainer, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy in [0, 1] with the trainer's current parameters."""
-    y = np.asarray(y).reshape(-1)
-    return float(np.mean(predict(trainer, x, batch_size) == y))
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_float_twin` and ``train_int.train_int8`` return."""
-
-    trainer: Any  # FloatTrainer or train_int.Int8Trainer
-    history: History
-    acc_before: float  # test accuracy before training
-    acc_after: float  # test accuracy after training
-
-    @property
-    def plan(self) -> TrainPlan:
-        return self.trainer.plan
+    return trainer.host_samples(x, what)
 
 
 def train_float_twin(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: int | None = None,
                      epochs: float | None = None, lr: float | None = None, seed: int = 0,
                      momentum: float | None = None, fg_lr: float | None = None, accumulate: int = 1,
-                     lr_schedule: str | None = None, eval_every: int = 0) -> TrainResult:
+                     lr_schedule: str | None = None, eval_every: int = 0, on_step=None,
+                     on_phase=None) -> TrainResult:
     """Train ``graph`` (float IR) under ``schedule`` on ``data`` (anything with ``x_train,
     y_train, x_test, y_test``, e.g. ``host.data.load_data(...)``) and measure test accuracy.
 
@@ -652,17 +547,11 @@ def train_float_twin(graph: Graph, schedule: Schedule | TrainPlan, data: Any, st
     ``seed`` seeds both the forward-gradient stream and the shuffling.
     """
     plan = schedule if isinstance(schedule, TrainPlan) else resolve(schedule, graph)
-    if steps is None and epochs is None:
-        epochs = 1
-    x_tr, y_tr = data.x_train, data.y_train
-    if lr_schedule is None:
-        lr_schedule = "cosine"
-    probe = FloatTrainer(graph, plan, lr=lr, fg_lr=fg_lr)
-    total = int(steps) if steps is not None else int(math.ceil(float(epochs) * len(y_tr) / probe.samples_per_step))
-    trainer = FloatTrainer(graph, plan, lr=lr, fg_lr=fg_lr,
-                           momentum=plan.schedule.momentum if momentum is None else momentum, seed=seed,
-                           lr_schedule=lr_schedule, total_steps=total, accumulate=accumulate)
-    before = evaluate(trainer, data.x_test, data.y_test)
-    hist = train(trainer, x_tr, y_tr, steps=total, shuffle_seed=seed, x_eval=data.x_test, y_eval=data.y_test,
-                 eval_every=eval_every)
-    return TrainResult(trainer, hist, before, evaluate(trainer, data.x_test, data.y_test))
+    mom = plan.schedule.momentum if momentum is None else momentum
+
+    def make(total: int) -> FloatTrainer:
+        return FloatTrainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
+                            lr_schedule=lr_schedule or "cosine", total_steps=total, accumulate=accumulate)
+
+    return driver.run(make, plan, data, steps=steps, epochs=epochs, seed=seed, eval_every=eval_every,
+                      on_step=on_step, on_phase=on_phase)

@@ -65,14 +65,13 @@ Forward gradient (``method == "fg"`` layers; sign-m-SPSA, DESIGN.md), per step o
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import fixedpoint as fp
-from .gradfmt import Grad, add as grad_add, host_only, q31, rshift_round
+from .gradfmt import Grad, add as grad_add, host_only, mul_q31, q31, rshift_round
 from .ir import Graph, verify
 from .ops import registry
 from .ops._grad_int import (DELTA_FRAC_BITS, MASTER_FRAC_BITS, apply_master_copy, apply_stochastic_round,
@@ -80,8 +79,9 @@ from .ops._grad_int import (DELTA_FRAC_BITS, MASTER_FRAC_BITS, apply_master_copy
 from .ops.loss_int import LOSS_FRAC_BITS, prepare_softmax_ce_acc, prepare_softmax_ce_int8, softmax_cross_entropy_int
 from .program import LINEAR_OPS, TrainingProgram, build_program, grad_name
 from .schedule import FGOptions, Schedule, TrainPlan, resolve
-from .train_float import (LR_SCHEDULES, History, TrainResult, _default_lrs, fg_walk, fmix32,
-                          perturbation_seed, rademacher, row_index)
+from . import driver
+from .driver import History, TrainResult, evaluate, predict  # noqa: F401
+from .train_float import LR_SCHEDULES, _default_lrs, fg_walk, fmix32, perturbation_seed, rademacher, row_index
 
 REMEDIES = ("master", "stochastic")
 LOSS_INPUTS = ("int8", "acc")
@@ -181,8 +181,8 @@ class Int8Trainer:
             raise ValueError("lr_schedule 'cosine': total_steps must be < 2^23 (int32 interpolation)")
         if not (0.0 <= momentum < 1.0):
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if int(accumulate) != 1:
-            raise ValueError("Int8Trainer: accumulate must be 1 (gradient accumulation is not implemented)")
+        if int(accumulate) < 1:
+            raise ValueError(f"accumulate must be >= 1, got {accumulate!r}")
         if remedy not in REMEDIES:
             raise ValueError(f"remedy must be one of {', '.join(REMEDIES)}, got {remedy!r}")
         if loss_input not in LOSS_INPUTS:
@@ -195,7 +195,12 @@ class Int8Trainer:
         self.seed = int(seed) & _M32
         self.lr_schedule = lr_schedule
         self.total_steps = None if total_steps is None else int(total_steps)
-        self.accumulate = 1
+        self.accumulate = int(accumulate)
+        # gradient accumulation: running Grad sums per update tensor; the mean is the sum times
+        # 1/count, a host-prepared Q31 constant per count (accumulate entries on the device)
+        self._acc: dict[str, Grad] = {}
+        self._acc_count = 0
+        self._inv_count = {c: q31(1.0 / c) for c in range(1, self.accumulate + 1)}
         self.qas = plan.schedule.qas if qas is None else bool(qas)
         self.remedy = remedy
         self.loss_input = loss_input
@@ -443,6 +448,8 @@ class Int8Trainer:
             li = softmax_cross_entropy_int(env[self.program.logits], y1, self._loss_prep("int8", 1))
         grads: dict[str, Grad] = {grad_name(self.program.logits): li.grad}
         lr = self.lr_q31("bp")
+        self._acc_count += 1
+        apply_now = self._acc_count >= self.accumulate
         for s in self._bwd:
             node = self._nodes[s.node]
             op = registry.get(node.op)
@@ -457,8 +464,21 @@ class Int8Trainer:
                 grads[gn] = grad_add(grads[gn], g) if gn in grads else g
             else:
                 g = op.backward_int8(node, xs, ys, gys, {k}, p, rows=s.attrs["rows"])[k]
-                self._apply(s.writes[0], g, lr)
+                name = s.writes[0]
+                if self.accumulate == 1:
+                    self._apply(name, g, lr)
+                    continue
+                self._acc[name] = grad_add(self._acc[name], g) if name in self._acc else g
+                if apply_now:
+                    self._apply(name, self._mean(self._acc.pop(name), self.accumulate), lr)
+        if apply_now:
+            self._acc_count = 0
         return int(li.loss_mean), int(li.correct.sum())
+
+    def _mean(self, g: Grad, count: int) -> Grad:
+        """``g / count`` (integer: times the host's Q31 constant of 1/count)."""
+        mult, shift = self._inv_count[count]
+        return mul_q31(g.m, g.e, mult, shift)
 
     # ---- forward gradient -------------------------------------------------------------------------
     def perturb(self, z: list[np.ndarray], k: int, prev: int) -> None:
@@ -535,7 +555,31 @@ class Int8Trainer:
         return StepResult(int(loss), int(correct), int(y.size), skipped)
 
     def flush(self) -> None:
-        """Nothing to flush (accumulate is 1); present for the float twin's API."""
+        """Apply a partially accumulated backprop gradient (the mean over the samples it holds)
+        at the current step's lr."""
+        if self._acc_count and self._acc:
+            lr = self.lr_q31("bp")
+            for name in list(self._acc):
+                self._apply(name, self._mean(self._acc.pop(name), self._acc_count), lr)
+        self._acc_count = 0
+
+    # ---- driver interface (compiler/driver.py) ----------------------------------------------------
+    @host_only
+    def host_samples(self, x: np.ndarray, what: str = "data") -> np.ndarray:
+        """Host: samples (source or IR layout; float32 or int8) -> int8 IR-layout model input."""
+        from .quantize import quantize_samples, to_ir_layout
+
+        return quantize_samples(to_ir_layout(np.asarray(x), self.graph, what), self.graph, what)
+
+    def prefix_bytes(self, n: int) -> int:
+        """Bytes of :meth:`frozen_prefix` for ``n`` samples."""
+        names = [self.input] + [o for s in self._fwd[:self._start] for o in s.writes]
+        return n * sum(np.dtype(self.graph.tensors[t].dtype).itemsize * int(np.prod(self.graph.tensors[t].shape[1:]))
+                       for t in names)
+
+    def predict_ir(self, x: np.ndarray) -> np.ndarray:
+        """Top-1 classes of int8 IR-layout samples (first maximal int8 logit)."""
+        return np.argmax(self.logits(x), axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,64 +587,16 @@ class Int8Trainer:
 # ---------------------------------------------------------------------------------------------
 def int8_samples(trainer: Int8Trainer, x: np.ndarray, what: str = "data") -> np.ndarray:
     """Host: samples (source or IR layout; float32 or int8) -> int8 IR-layout model input."""
-    from .quantize import quantize_samples, to_ir_layout
-
-    x = to_ir_layout(np.asarray(x), trainer.graph, what)
-    return quantize_samples(x, trainer.graph, what)
+    return trainer.host_samples(x, what)
 
 
 def train(trainer: Int8Trainer, x_train: np.ndarray, y_train: np.ndarray, epochs: float | None = None,
-          steps: int | None = None, shuffle_seed: int = 0, x_eval: np.ndarray | None = None,
-          y_eval: np.ndarray | None = None, eval_every: int = 0, window: int = 100) -> History:
-    """As :func:`~microtrain.compiler.train_float.train` (same order of samples, same History);
-    samples are quantized once on the host. Loss values are the integer loss in nats."""
-    x = int8_samples(trainer, x_train, "x_train")
-    y = np.asarray(y_train, dtype=np.int64).reshape(-1)
-    if x.shape[0] != y.size or y.size == 0:
-        raise ValueError(f"train: {x.shape[0]} samples, {y.size} labels")
-    b = trainer.samples_per_step
-    if (epochs is None) == (steps is None):
-        raise ValueError("train: give exactly one of epochs and steps")
-    n_steps = int(steps) if steps is not None else int(math.ceil(float(epochs) * y.size / b))
-    trainer.prepare_batches(1, b)
-    rng = np.random.default_rng(shuffle_seed)
-    order = np.zeros(0, np.int64)
-    losses = np.zeros(n_steps)
-    correct = np.zeros(n_steps, np.int64)
-    evals: list[tuple[int, float]] = []
-    skipped = 0
-    t0 = time.perf_counter()
-    cache = trainer.frozen_prefix(x)
-    for t in range(n_steps):
-        while order.size < b:
-            order = np.concatenate([order, rng.permutation(y.size)])
-        idx, order = order[:b], order[b:]
-        r = trainer.step(None, y[idx], prefix={k: v[idx] for k, v in cache.items()})
-        losses[t], correct[t] = r.loss, r.correct
-        skipped += r.skipped
-        if eval_every and x_eval is not None and (t + 1) % eval_every == 0:
-            evals.append((t + 1, evaluate(trainer, x_eval, y_eval)))
-    if eval_every and x_eval is not None and (not evals or evals[-1][0] != n_steps):
-        evals.append((n_steps, evaluate(trainer, x_eval, y_eval)))
-    csum = np.concatenate([[0], np.cumsum(correct)])
-    lo = np.maximum(np.arange(1, n_steps + 1) - window, 0)
-    hi = np.arange(1, n_steps + 1)
-    running = (csum[hi] - csum[lo]) / ((hi - lo) * b) if n_steps else np.zeros(0)
-    return History(losses, correct, b, running, evals, skipped, time.perf_counter() - t0)
-
-
-def predict(trainer: Int8Trainer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Top-1 class with the current weights, by the int8 reference interpreter on
-    :meth:`Int8Trainer.trained_graph`."""
-    from .quantize import predict as _predict
-
-    return _predict(trainer.trained_graph(), x, batch_size)
-
-
-def evaluate(trainer: Int8Trainer, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Top-1 accuracy in [0, 1] with the current weights (int8 interpreter)."""
-    y = np.asarray(y).reshape(-1)
-    return float(np.mean(predict(trainer, x, batch_size) == y))
+          steps: int | None = None, **kw: Any) -> History:
+    """:func:`~microtrain.compiler.driver.train` (the loop shared with the float twin) with the
+    loss constants of the step's batch sizes prepared first. Loss values are the integer loss in
+    nats."""
+    trainer.prepare_batches(1, trainer.samples_per_step)
+    return driver.train(trainer, x_train, y_train, epochs=epochs, steps=steps, **kw)
 
 
 Int8Result = TrainResult  # same record as the float twin
@@ -610,20 +606,18 @@ def train_int8(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: i
                epochs: float | None = None, lr: float | None = None, seed: int = 0,
                momentum: float | None = None, fg_lr: float | None = None, lr_schedule: str | None = None,
                eval_every: int = 0, qas: bool | None = None, remedy: str = "master",
-               loss_input: str = "int8") -> Int8Result:
+               loss_input: str = "int8", accumulate: int = 1, on_step=None, on_phase=None) -> Int8Result:
     """:func:`~microtrain.compiler.train_float.train_float_twin` for the int8 engine: 1 epoch by
     default, cosine lr, ``seed`` for the fg stream and the shuffling."""
     plan = schedule if isinstance(schedule, TrainPlan) else resolve(schedule, graph)
-    if steps is None and epochs is None:
-        epochs = 1
-    probe = FGOptions() if plan.schedule.fg is None else plan.schedule.fg
-    b = probe.batch if any(lt.method == "fg" and lt.trainable for lt in plan.layers) else 1
-    total = int(steps) if steps is not None else int(math.ceil(float(epochs) * len(data.y_train) / b))
-    trainer = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr,
-                          momentum=plan.schedule.momentum if momentum is None else momentum, seed=seed,
-                          lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
-                          loss_input=loss_input)
-    before = evaluate(trainer, data.x_test, data.y_test)
-    hist = train(trainer, data.x_train, data.y_train, steps=total, shuffle_seed=seed, x_eval=data.x_test,
-                 y_eval=data.y_test, eval_every=eval_every)
-    return Int8Result(trainer, hist, before, evaluate(trainer, data.x_test, data.y_test))
+    mom = plan.schedule.momentum if momentum is None else momentum
+
+    def make(total: int) -> Int8Trainer:
+        tr = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
+                         lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
+                         loss_input=loss_input, accumulate=accumulate)
+        tr.prepare_batches(1, tr.samples_per_step)
+        return tr
+
+    return driver.run(make, plan, data, steps=steps, epochs=epochs, seed=seed, eval_every=eval_every,
+                      on_step=on_step, on_phase=on_phase)

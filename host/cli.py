@@ -328,44 +328,29 @@ def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)
 
 
-def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: int, show: bool):
-    """:func:`~microtrain.compiler.train_int.train_int8` with a rich progress bar on stderr (the
-    same construction, evaluation and training loop; only ``trainer.step`` is observed)."""
+def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: int, show: bool,
+              accumulate: int = 1):
+    """:func:`~microtrain.compiler.train_int.train_int8` with progress on stderr: a spinner per
+    phase and, on a terminal, a rich progress bar over the training steps."""
+    from ..compiler import driver
     from ..compiler import train_int as ti
 
     console = rp.stderr_console()
     if not (show and console.is_terminal):
-        return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed)
+        return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if steps is None and epochs is None:
-        epochs = 1
-    probe = plan.schedule.fg or ti.FGOptions()
-    b = probe.batch if any(lt.method == "fg" and lt.trainable for lt in plan.layers) else 1
-    total = int(steps) if steps is not None else int(np.ceil(float(epochs) * len(ds.y_train) / b))
-    trainer = ti.Int8Trainer(qgraph, plan, momentum=plan.schedule.momentum, seed=seed, lr_schedule="cosine",
-                             total_steps=total)
-    with rp.progress("evaluating int8 before training", show):
-        before = ti.evaluate(trainer, ds.x_test, ds.y_test)
-    with Progress(TextColumn("int8 training"), BarColumn(), MofNCompleteColumn(),
+    total = driver.step_count(len(ds.y_train), driver.fg_samples_per_step(plan), steps, epochs)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(), console=console,
                   transient=True) as bar:
-        task = bar.add_task("train", total=total, loss="-")
-        step = trainer.step
-
-        def observed(*a, **k):
-            r = step(*a, **k)
-            bar.update(task, advance=1, loss=f"{r.loss:.3f}")
-            return r
-
-        trainer.step = observed  # instance attribute: ti.train calls trainer.step(...)
-        try:
-            hist = ti.train(trainer, ds.x_train, ds.y_train, steps=total, shuffle_seed=seed)
-        finally:
-            del trainer.step
-    with rp.progress("evaluating int8 after training", show):
-        after = ti.evaluate(trainer, ds.x_test, ds.y_test)
-    return ti.Int8Result(trainer, hist, before, after)
+        task = bar.add_task("int8: evaluating before training", total=total, loss="-")
+        phases = {"before": "int8: evaluating before training", "train": "int8 training",
+                  "after": "int8: evaluating after training"}
+        return ti.train_int8(
+            qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate,
+            on_phase=lambda ph: bar.update(task, description=phases[ph]),
+            on_step=lambda t, r: bar.update(task, completed=t + 1, loss=f"{r.loss:.3f}"))
 
 
 def _save_params(path: str, trainer) -> list[str]:
@@ -468,11 +453,15 @@ def _write_plot(path: str, hist, float_hist, title: str) -> None:
 @click.option("--save-params", "save_params", metavar="FILE.npz", default=None,
               help="Write every trainable tensor after training (int8 weights, int32 biases, by tensor "
                    "name) and its scales (<name>.scale) to an .npz file.")
+@click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Backprop: average the gradients of K samples per update (gradient accumulation; "
+                   "the trained slices' gradients stay live between samples).")
 @click.option("--no-float", "no_float", is_flag=True,
               help="Skip the float twin (float models only; int8 models never have one).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               metavar="N", help="Training samples used to calibrate post-training quantization.")
-def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None, seed: int, as_json: bool,
+def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None, seed: int, accumulate: int,
+                 as_json: bool,
                  plot: str | None, save_params: str | None, no_float: bool, calib_samples: int,
                  **kw: Any) -> None:
     """Simulate on-device training on the host: what the firmware will compute, bit for bit.
@@ -527,7 +516,7 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
     for w in warnings:
         click.echo(f"warning: {_one_line(w)}", err=True)
 
-    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show)
+    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show, accumulate)
     for w in res.trainer.warnings:
         if w not in warnings:
             warnings.append(w)
@@ -539,7 +528,8 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
         from ..compiler.train_float import train_float_twin
 
         with rp.progress(f"training the float twin ({hist.steps} steps)", show):
-            twin = train_float_twin(graph, resolve(schedule, graph), ds, steps=hist.steps, seed=seed)
+            twin = train_float_twin(graph, resolve(schedule, graph), ds, steps=hist.steps, seed=seed,
+                                    accumulate=accumulate)
 
     saved = _save_params(save_params, res.trainer) if save_params else None
     if plot:
@@ -555,7 +545,7 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
         "accuracy_before": float(res.acc_before), "accuracy_after": float(res.acc_after),
         "float_accuracy_before": float(twin.acc_before) if twin else None,
         "float_accuracy_after": float(twin.acc_after) if twin else None,
-        "steps": int(hist.steps), "samples": int(hist.samples), "seed": int(seed),
+        "steps": int(hist.steps), "samples": int(hist.samples), "seed": int(seed), "accumulate": int(accumulate),
         "lr": res.trainer.lrs, "schedule": schedule.to_json(), "schedule_description": schedule.describe(),
         "trainable_params": int(plan.num_trainable_params), "params_by_method": plan.params_by_method(),
         "plan": plan.describe(),
