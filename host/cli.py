@@ -590,6 +590,15 @@ def _render_simulate(r: dict[str, Any]) -> None:
         con.print(f"warning: {rp.esc(w)}", soft_wrap=True)
 
 
+def _register() -> None:
+    from .plan_cmd import plan_cmd
+
+    cli.add_command(plan_cmd)
+
+
+_register()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="microtrain")

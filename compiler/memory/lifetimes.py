@@ -1,0 +1,451 @@
+"""What a training step keeps in memory, and when: the device timeline of a training program.
+
+:func:`memory_model` turns an int8 graph and a resolved schedule into
+
+  * the *device timeline*: the steps the firmware executes for one training step, in order
+    (forward of every node; the loss; the backward steps of the training program; for forward
+    gradient one perturbed forward pass, which the device repeats 2m times with the same
+    footprint, and the update);
+  * buffer records ``(name, bytes, first, last, align, region)`` for the planner
+    (:mod:`microtrain.compiler.memory.planner`); region ``arena`` is planned, ``persistent``
+    (SRAM that lives across steps) and ``flash`` are summed;
+  * the kind of every buffer, for reports and timelines.
+
+Placement (what lives where):
+
+  flash       every parameter's initial value (int8 weights, int32 biases: frozen ones are
+              read from here forever, trained ones are copied to SRAM at boot), the prepared
+              forward/backward constants (per-channel multiplier + shift, QAS factors), the
+              cosine lr table; plus code (estimated per kernel used).
+  persistent  trained parameters: the trained rows of a conv/fc weight (leading output
+              channels, contiguous in OHWI / [out, in]; the frozen rows stay in flash), the whole
+              weight of a trained depthwise layer (its channels are the innermost axis), the whole
+              bias vector of a layer with trained bias entries; int16 master copies (remedy
+              "master" and every forward-gradient weight); momentum velocities (int32); gradient
+              accumulators (``accumulate > 1``); PRNG state, forward-gradient seed/signs; the
+              engine's own state.
+  arena       activations (int8), saved tensors (inputs of trained layers, max-pool operands),
+              ReLU masks (bit-packed, 1 bit per element), gradients (int16 mantissa per element
+              + an int32 exponent), kernel scratch, the int32 logit accumulators of the loss.
+
+In-place rules (each one a statement about the C kernels, tested against the reference):
+  * reshape is a view: its output *is* its input buffer;
+  * relu / relu6 (standalone) overwrite their input when nothing reads it later;
+  * add writes over one operand of the same shape when nothing reads that operand later
+    (elementwise: output element i depends only on input element i);
+  * depthwise convolution (depth multiplier 1, output no larger than input) writes over its input
+    when nothing reads the input later, row-buffered as in MIT's engine: output rows are computed
+    into a ring of pending rows (scratch) and committed over the input once no later output row
+    reads the input bytes they cover (:func:`depthwise_inplace_rows`).
+
+Step indices: ``first`` is the step that writes a buffer (the sample input: step 0), ``last``
+the last step that reads it; scratch lives for its own step only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir import Graph
+from ..program import LINEAR_OPS, TrainingProgram, build_program, grad_name, mask_name
+from ..schedule import FGOptions, TrainPlan
+from .planner import Buffer
+
+#: kinds of buffers (reports, timeline colours)
+KINDS = ("input", "activation", "saved", "mask", "gradient", "scratch", "loss")
+#: bytes of the engine's own state in SRAM (step counter, lr, seeds, metrics, pointers)
+ENGINE_STATE_BYTES = 64
+#: a gradient tensor's exponent (int32) stored next to its int16 mantissas
+GRAD_EXP_BYTES = 4
+INPLACE_OPS = ("reshape", "relu", "relu6", "add", "depthwise_conv2d")
+
+
+@dataclass
+class DeviceStep:
+    """One kernel call (or engine action) of the device timeline."""
+
+    index: int
+    kind: str  # forward | loss | grad_input | update | fg_perturb | fg_forward | fg_loss | fg_update
+    node: str
+    op: str
+    reads: list[str]
+    writes: list[str]
+    scratch: int = 0  # bytes of kernel scratch at this step
+
+    @property
+    def label(self) -> str:
+        short = self.node.rsplit("/", 2)[-2] if self.node.count("/") >= 2 else self.node
+        return f"{self.kind}:{self.op}" + (f" {short}" if short else "")
+
+
+@dataclass
+class MemoryModel:
+    graph: Graph
+    plan: TrainPlan
+    program: TrainingProgram
+    steps: list[DeviceStep]
+    buffers: list[Buffer]  # arena buffers only (one per alias group)
+    kinds: dict[str, str]  # arena buffer -> kind
+    members: dict[str, list[str]]  # arena buffer -> tensors sharing it (in-place / views)
+    persistent: dict[str, int]  # category -> bytes
+    flash: dict[str, int]  # category -> bytes
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def persistent_bytes(self) -> int:
+        return sum(self.persistent.values())
+
+    @property
+    def flash_params_bytes(self) -> int:
+        return sum(v for k, v in self.flash.items() if k != "code")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape[1:])) if len(shape) > 1 else int(math.prod(shape))
+
+
+def _bytes_of(graph: Graph, t: str) -> int:
+    ten = graph.tensors[t]
+    item = {"int8": 1, "uint8": 1, "int16": 2, "int32": 4, "float32": 4}.get(ten.dtype, 4)
+    return _numel(ten.shape) * item
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def grad_bytes(numel: int) -> int:
+    """Bytes of a gradient tensor: int16 mantissas + an int32 exponent."""
+    return _align4(2 * numel) + GRAD_EXP_BYTES
+
+
+def mask_bytes(numel: int) -> int:
+    return (numel + 7) // 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel scratch (mirrors the C companions mt_<op>_<pass>_scratch_bytes)
+# ---------------------------------------------------------------------------------------------
+def scratch_bytes(graph: Graph, kind: str, node, attrs: dict) -> int:
+    """Scratch of one step's kernel, in bytes.
+
+    Backward kernels produce an int32 accumulator per output element before the gradient's
+    exponent is known (the exponent is the tensor's max): input gradients keep one int32 per input
+    element; a weight update keeps one int32 per trained weight element (the whole trained slice:
+    its exponent is shared); a bias update one int32 per trained bias entry. The loss keeps one
+    int32 per class. Forward kernels need none (direct convolution, int32 accumulator in a
+    register)."""
+    if kind == "loss":
+        return 4 * _numel(graph.tensors[node].shape) if isinstance(node, str) else 0
+    if node is None:
+        return 0
+    if kind == "grad_input":
+        x = node.inputs[attrs.get("input", 0)]
+        n = _numel(graph.tensors[x].shape)
+        return 4 * n if node.op in LINEAR_OPS or node.op in ("avg_pool2d", "mean", "add") else 0
+    if kind == "update":
+        w = graph.tensors[node.inputs[attrs["input"]]]
+        rows = attrs["rows"]
+        if attrs["input"] == 1:
+            axis = LINEAR_OPS[node.op]
+            per_row = int(math.prod(w.shape)) // w.shape[axis]
+            return 4 * rows * per_row
+        return 4 * rows
+    return 0
+
+
+def depthwise_inplace_rows(h_in: int, w_in: int, h_out: int, w_out: int, channels: int, stride: int,
+                           pad_top: int) -> int:
+    """Pending output rows an in-place depthwise convolution needs (its scratch is this many
+    output rows): output row j is computed into the ring, then every pending row whose bytes end
+    at or before the first input byte output row j+1 reads is committed (rows are written in
+    order; the first input row of output row r is ``max(0, r*stride - pad_top)``, increasing in r).
+    Returns 0 when the output does not fit in the input's bytes (not in place)."""
+    row_in, row_out = w_in * channels, w_out * channels
+    if h_out * row_out > h_in * row_in:
+        return 0
+    pending: list[int] = []
+    most = 0
+    for j in range(h_out):
+        pending.append(j)
+        most = max(most, len(pending))
+        need = max(0, (j + 1) * stride - pad_top) * row_in if j + 1 < h_out else h_in * row_in
+        while pending and (pending[0] + 1) * row_out <= need:
+            pending.pop(0)
+    return most
+
+
+def _depthwise_inplace_scratch(graph: Graph, node) -> int:
+    x = graph.tensors[node.inputs[0]].shape
+    y = graph.tensors[node.outputs[0]].shape
+    if len(x) != 4 or x[3] != y[3]:
+        return 0
+    rows = depthwise_inplace_rows(x[1], x[2], y[1], y[2], x[3], node.attrs.get("stride", (1, 1))[0],
+                                  node.attrs.get("pad", (0, 0, 0, 0))[0])
+    return rows * y[2] * y[3]
+
+
+# ---------------------------------------------------------------------------------------------
+# The timeline
+# ---------------------------------------------------------------------------------------------
+def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum: float = 0.0,
+                 accumulate: int = 1, lr_schedule: str = "cosine", inplace: bool = True,
+                 program: TrainingProgram | None = None) -> MemoryModel:
+    """The device timeline and buffer records of one training step of ``graph`` (int8 IR) under
+    ``plan``. ``remedy``/``momentum``/``accumulate``/``lr_schedule`` as the int8 engine's
+    options; ``inplace=False`` turns the in-place rules off (for comparisons)."""
+    program = program or build_program(graph, plan)
+    fg = plan.schedule.fg or FGOptions()
+    nodes = {n.name: n for n in graph.nodes}
+    fg_layers = [lt for lt in plan.layers if lt.method == "fg" and lt.trainable]
+    B = fg.batch if fg_layers else 1
+
+    steps: list[DeviceStep] = []
+
+    def add(kind: str, node: str, op: str, reads: list[str], writes: list[str], scratch: int = 0) -> DeviceStep:
+        s = DeviceStep(len(steps), kind, node, op, [r for r in reads if r], list(writes), scratch)
+        steps.append(s)
+        return s
+
+    # the device input: the host quantizes float samples (a leading quantize node is the boundary)
+    fwd = [s for s in program.steps if s.kind == "forward"]
+    inp = graph.inputs[0]
+    if fwd and fwd[0].op == "quantize" and fwd[0].reads == [inp]:
+        inp = fwd[0].writes[0]
+        fwd = fwd[1:]
+    add("input", "", "sample", [], [inp])
+
+    mask_of = {t: m for m, t in program.masks.items()}
+    for s in fwd:
+        writes = list(s.writes) + [mask_of[o] for o in s.writes if o in mask_of]
+        add("forward", s.node, s.op, s.reads, writes)
+    bwd = [s for s in program.steps if s.kind in ("loss", "grad_input", "update")]
+    written_grads: set[str] = set()
+    for s in bwd:
+        if s.kind == "loss":
+            add("loss", "", "softmax_cross_entropy", [program.logits], s.writes,
+                scratch_bytes(graph, "loss", program.logits, {}))
+            written_grads.update(s.writes)
+            continue
+        node = nodes[s.node]
+        sc = scratch_bytes(graph, s.kind, node, s.attrs)
+        if s.kind == "grad_input":
+            g = s.writes[0]
+            if g in written_grads:  # fan-out: a second contribution goes through a temporary
+                sc += grad_bytes(_numel(graph.tensors[node.inputs[s.attrs["input"]]].shape))
+            written_grads.add(g)
+            add("grad_input", s.node, s.op, s.reads, s.writes, sc)
+        else:
+            add("update", s.node, s.op, s.reads, [], sc)
+
+    # forward gradient: one perturbed pass from the first trained node to the final FC's int32
+    # accumulators (the device runs it 2m times per step with this same footprint)
+    if fg_layers:
+        trained = {lt.node for lt in plan.layers if lt.trainable}
+        start = next((k for k, s in enumerate(fwd) if s.node in trained), len(fwd))
+        final = graph.producer(program.logits)
+        add("fg_perturb", "", "fg_perturb", [], [])
+        for s in fwd[start:]:
+            if s.node == final.name:
+                add("fg_forward", s.node, "fully_connected_acc", [_pert(r, fwd, start) for r in s.reads],
+                    ["fg:acc"])
+                break
+            add("fg_forward", s.node, s.op, [_pert(r, fwd, start) for r in s.reads],
+                [f"{w}~p" for w in s.writes])
+        add("fg_loss", "", "softmax_cross_entropy_acc", ["fg:acc"], [],
+            4 * _numel(graph.tensors[program.logits].shape))
+        add("fg_update", "", "fg_update", [], [])
+
+    # lifetimes per tensor
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for s in steps:
+        for w in s.writes:
+            first.setdefault(w, s.index)
+            last.setdefault(w, s.index)
+        for r in s.reads:
+            if r in first:
+                last[r] = max(last[r], s.index)
+
+    # bytes per tensor (arena tensors only: params and the label are not in first)
+    def tensor_bytes(t: str) -> int:
+        if t.startswith("mask:"):
+            return mask_bytes(_numel(graph.tensors[t[5:]].shape))
+        if t.startswith("grad:"):
+            return grad_bytes(_numel(graph.tensors[t[5:]].shape))
+        if t == "fg:acc":
+            return 4 * _numel(graph.tensors[program.logits].shape) * B
+        base = t[:-2] if t.endswith("~p") else t
+        n = _bytes_of(graph, base)
+        return n * B if t.endswith("~p") else n
+
+    # in-place aliasing: root buffer per tensor, decided in timeline order
+    root: dict[str, str] = {t: t for t in first}
+    members: dict[str, list[str]] = {t: [t] for t in first}
+    group_last = dict(last)
+
+    def find(t: str) -> str:
+        while root[t] != t:
+            t = root[t]
+        return t
+
+    def join(out: str, into: str) -> None:
+        r = find(into)
+        root[out] = r
+        members[r] += members.pop(out)
+        group_last[r] = max(group_last[r], group_last.pop(out))
+
+    inplace_log: list[tuple[int, str, str]] = []
+    saved_set = set(program.saved)
+    if inplace:
+        for s in steps:
+            if s.kind not in ("forward", "fg_forward") or s.op not in INPLACE_OPS:
+                continue
+            out = s.writes[0]
+            if s.op == "reshape":
+                join(out, s.reads[0])
+                inplace_log.append((s.index, out, s.reads[0]))
+                continue
+            if s.op == "depthwise_conv2d":
+                x = s.reads[0]
+                ring = _depthwise_inplace_scratch(graph, nodes[s.node])
+                r = find(x)
+                if ring and group_last[r] == s.index and first[r] < s.index and r not in saved_set:
+                    join(out, x)
+                    inplace_log.append((s.index, out, x))
+                    s.scratch += ring
+                continue
+            cands = s.reads[:1] if s.op in ("relu", "relu6") else s.reads[:2]
+            for x in cands:
+                if x not in root or tensor_bytes(x) != tensor_bytes(out):
+                    continue
+                r = find(x)
+                if group_last[r] == s.index and first[r] < s.index:
+                    join(out, x)
+                    inplace_log.append((s.index, out, x))
+                    break
+
+    # arena buffers: one per alias group
+    buffers: list[Buffer] = []
+    kinds: dict[str, str] = {}
+    saved = set(program.saved)
+    for r, ms in members.items():
+        size = max(tensor_bytes(t) for t in ms)
+        f = min(first[t] for t in ms)
+        lst = max(last[t] for t in ms)
+        buffers.append(Buffer(r, size, f, lst, 4, "arena"))
+        kinds[r] = _kind(r, ms, saved, steps[f].kind)
+    for s in steps:
+        if s.scratch:
+            name = f"scratch@{s.index}:{s.op}"
+            buffers.append(Buffer(name, _align4(s.scratch), s.index, s.index, 4, "arena"))
+            kinds[name] = "scratch"
+
+    persistent, flash = _static_memory(graph, plan, fg_layers, remedy, momentum, accumulate, lr_schedule, fg)
+    opts = {"remedy": remedy, "momentum": momentum, "accumulate": accumulate, "inplace": inplace,
+            "lr_schedule": lr_schedule, "fg_batch": B, "inplace_log": inplace_log}
+    return MemoryModel(graph, plan, program, steps, buffers, kinds, members, persistent, flash, opts)
+
+
+def _pert(t: str, fwd, start: int) -> str:
+    """Inside the perturbed pass, values computed at or after ``start`` are the pass's own."""
+    produced = {w for s in fwd[start:] for w in s.writes}
+    return f"{t}~p" if t in produced else t
+
+
+def _kind(root: str, ms: list[str], saved: set[str], first_kind: str) -> str:
+    if root.startswith("grad:"):
+        return "gradient"
+    if root.startswith("mask:"):
+        return "mask"
+    if root == "fg:acc":
+        return "loss"
+    if first_kind == "input":
+        return "input"
+    if any(m in saved for m in ms):
+        return "saved"
+    return "activation"
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistent SRAM and flash
+# ---------------------------------------------------------------------------------------------
+def _static_memory(graph: Graph, plan: TrainPlan, fg_layers, remedy: str, momentum: float, accumulate: int,
+                   lr_schedule: str, fg: FGOptions) -> tuple[dict[str, int], dict[str, int]]:
+    nodes = {n.name: n for n in graph.nodes}
+    pers = {"trainable_params": 0, "master_copies": 0, "optimizer_state": 0, "grad_accumulators": 0,
+            "engine_state": ENGINE_STATE_BYTES}
+    trained_w = 0
+    for lt in plan.layers:
+        if not lt.trainable:
+            continue
+        w = graph.tensors[lt.weight]
+        if lt.weight_rows:
+            n = lt.weight_rows * lt.row_params
+            trained_w += n
+            pers["trainable_params"] += n if lt.op in ("conv2d", "fully_connected") else int(math.prod(w.shape))
+            if lt.method == "fg" or remedy == "master":
+                pers["master_copies"] += _align4(2 * n)
+            if accumulate > 1 and lt.method == "bp":
+                pers["grad_accumulators"] += grad_bytes(n)
+        if lt.bias_rows and lt.bias:
+            pers["trainable_params"] += 4 * lt.cout
+            if accumulate > 1 and lt.method == "bp":
+                pers["grad_accumulators"] += grad_bytes(lt.bias_rows)
+    pers["trainable_params"] = _align4(pers["trainable_params"])
+    if momentum:
+        pers["optimizer_state"] += 4 * sum(lt.num_params for lt in plan.layers)
+    if remedy == "stochastic" or fg_layers:
+        pers["optimizer_state"] += 4  # xorshift32 state / fg seed
+    if fg_layers:
+        pers["optimizer_state"] += _align4(fg.m)  # the m signs of a step
+
+    flash = {"weights": 0, "biases": 0, "constants": 0}
+    for n in graph.nodes:
+        for k, t in enumerate(n.inputs):
+            if not t or not graph.tensors[t].is_const:
+                continue
+            ten = graph.tensors[t]
+            nb = int(math.prod(ten.shape)) * {"int8": 1, "int32": 4, "int16": 2}.get(ten.dtype, 4)
+            flash["biases" if ten.dtype == "int32" else "weights"] += nb
+        if n.op in LINEAR_OPS:
+            cout = graph.tensors[n.outputs[0]].shape[-1]
+            flash["constants"] += 8 * cout + 16  # multiplier + shift per channel, zero points, clamps
+    for lt in plan.layers:
+        if lt.trainable:
+            flash["constants"] += 8 * lt.cout  # QAS factors per channel
+    if lr_schedule == "cosine":
+        flash["constants"] += 2 * 257
+    flash["code"] = code_estimate(graph, plan, fg_layers)
+    return pers, flash
+
+
+#: estimated Thumb-2 code bytes per kernel (-Os, Cortex-M4), by op and pass; refined against
+#: arm-none-eabi-size of real builds (bench/memory.py reports both)
+KERNEL_CODE = {
+    ("conv2d", "fwd"): 700, ("depthwise_conv2d", "fwd"): 600, ("fully_connected", "fwd"): 300,
+    ("add", "fwd"): 250, ("relu", "fwd"): 60, ("relu6", "fwd"): 60, ("max_pool2d", "fwd"): 250,
+    ("avg_pool2d", "fwd"): 300, ("mean", "fwd"): 250, ("softmax", "fwd"): 700, ("pad", "fwd"): 200,
+    ("reshape", "fwd"): 0, ("quantize", "fwd"): 0, ("dequantize", "fwd"): 0,
+    ("conv2d", "bwd"): 1400, ("depthwise_conv2d", "bwd"): 1200, ("fully_connected", "bwd"): 700,
+    ("add", "bwd"): 300, ("relu", "bwd"): 100, ("relu6", "bwd"): 100, ("max_pool2d", "bwd"): 300,
+    ("avg_pool2d", "bwd"): 300, ("mean", "bwd"): 250, ("pad", "bwd"): 150, ("reshape", "bwd"): 0,
+}
+ENGINE_CODE = 1500  # step driver, loss, SGD/remedies, gradient format, lr schedule
+FG_CODE = 800  # perturb/restore, PRNG stream, sign update
+CALL_CODE = 40  # one kernel call with its parameter struct pointers
+
+
+def code_estimate(graph: Graph, plan: TrainPlan, fg_layers) -> int:
+    used: set[tuple[str, str]] = set()
+    for n in graph.nodes:
+        used.add((n.op, "fwd"))
+    prog = build_program(graph, plan)
+    for s in prog.backward_steps:
+        used.add((s.op, "bwd"))
+    code = sum(KERNEL_CODE.get(k, 400) for k in used) + ENGINE_CODE + CALL_CODE * (len(graph.nodes)
+                                                                                  + len(prog.backward_steps))
+    if fg_layers:
+        code += FG_CODE
+    return code
