@@ -85,6 +85,19 @@ class TrainResult:
         return self.trainer.plan
 
 
+def check_options(lr_schedule: str, total_steps: int | None, momentum: float, accumulate: int,
+                  schedules: tuple[str, ...] = ("constant", "cosine")) -> None:
+    """The constructor checks both trainers share (ValueError with the option's name)."""
+    if lr_schedule not in schedules:
+        raise ValueError(f"lr_schedule must be one of {', '.join(schedules)}, got {lr_schedule!r}")
+    if lr_schedule == "cosine" and (total_steps is None or int(total_steps) < 1):
+        raise ValueError("lr_schedule 'cosine' needs total_steps >= 1")
+    if not (0.0 <= momentum < 1.0):
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if int(accumulate) < 1:
+        raise ValueError(f"accumulate must be >= 1, got {accumulate!r}")
+
+
 def step_count(n_samples: int, samples_per_step: int, steps: int | None = None,
                epochs: float | None = None) -> int:
     """Steps of a run: ``steps``, or ``ceil(epochs * n_samples / samples_per_step)`` (exactly one

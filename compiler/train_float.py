@@ -223,14 +223,7 @@ class FloatTrainer:
         for n in graph.nodes:
             if n.op in ("quantize", "dequantize") or graph.tensors[n.outputs[0]].dtype != "float32":
                 raise ValueError(f"FloatTrainer needs a float graph; node {n.name!r} ({n.op}) is not float32")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-        if lr_schedule == "cosine" and (total_steps is None or int(total_steps) < 1):
-            raise ValueError("lr_schedule 'cosine' needs total_steps >= 1")
-        if not (0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if int(accumulate) < 1:
-            raise ValueError(f"accumulate must be >= 1, got {accumulate!r}")
+        driver.check_options(lr_schedule, total_steps, momentum, accumulate, LR_SCHEDULES)
         self.graph = graph
         self.plan = plan
         self.program = program if program is not None else build_program(graph, plan)
@@ -529,10 +522,6 @@ def _act_of(node) -> str:
 # ---------------------------------------------------------------------------------------------
 # Training run (the loop itself is compiler/driver.py, shared with the int8 engine)
 # ---------------------------------------------------------------------------------------------
-def _ir_samples(trainer: FloatTrainer, x: np.ndarray, what: str) -> np.ndarray:
-    return trainer.host_samples(x, what)
-
-
 def train_float_twin(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: int | None = None,
                      epochs: float | None = None, lr: float | None = None, seed: int = 0,
                      momentum: float | None = None, fg_lr: float | None = None, accumulate: int = 1,

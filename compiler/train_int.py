@@ -173,16 +173,9 @@ class Int8Trainer:
         verify(graph)
         if isinstance(plan, Schedule):
             plan = resolve(plan, graph)
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-        if lr_schedule == "cosine" and (total_steps is None or int(total_steps) < 1):
-            raise ValueError("lr_schedule 'cosine' needs total_steps >= 1")
+        driver.check_options(lr_schedule, total_steps, momentum, accumulate, LR_SCHEDULES)
         if lr_schedule == "cosine" and int(total_steps) >= 1 << 23:
             raise ValueError("lr_schedule 'cosine': total_steps must be < 2^23 (int32 interpolation)")
-        if not (0.0 <= momentum < 1.0):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if int(accumulate) < 1:
-            raise ValueError(f"accumulate must be >= 1, got {accumulate!r}")
         if remedy not in REMEDIES:
             raise ValueError(f"remedy must be one of {', '.join(REMEDIES)}, got {remedy!r}")
         if loss_input not in LOSS_INPUTS:

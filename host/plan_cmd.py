@@ -125,10 +125,8 @@ def _load(model: str, data: str | None, calib: int, show: bool):
     if ds is not None:
         x = ds.x_train[:min(calib, len(ds.x_train))]
     else:
-        from ..compiler.quantize import to_ir_layout  # noqa: F401 (layout is the model's source layout)
-
-        t = graph.tensors[graph.inputs[0]]
-        shape = (8,) + tuple(getattr(t, "source_shape", None) or t.shape)[1:]
+        t = graph.tensors[graph.inputs[0]]  # IR layout (NHWC): quantize_graph takes either layout
+        shape = (8,) + tuple(t.shape[1:])
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with rp.progress("quantizing", show):
         return graph, quantize_graph(graph, x), ds

@@ -46,7 +46,7 @@ def run_search(model: str, fgraph, qgraph, ds, board, budget: int, flash_b: int 
                steps: int | None, jobs: int, output: str | None, seed: int, as_json: bool, show: bool) -> None:
     from ..compiler import search as S
     from ..compiler.memory.memplan import plan_memory
-    from ..compiler.schedule import conv_fc_layers, resolve
+    from ..compiler.schedule import Schedule, conv_fc_layers, resolve
 
     def peak_of(schedule) -> int:
         return plan_memory(qgraph, resolve(schedule, qgraph), **options).peak_bytes
@@ -91,7 +91,7 @@ def run_search(model: str, fgraph, qgraph, ds, board, budget: int, flash_b: int 
     chosen = res.chosen.schedule(n)
     if not (res.chosen.k or res.chosen.ratios):
         raise MicrotrainError(f"no trainable schedule fits {rp.fmt_bytes(budget)} of SRAM on {board.name} "
-                              f"(inference alone needs {rp.fmt_bytes(peak_of(resolve_none()))})")
+                              f"(inference alone needs {rp.fmt_bytes(peak_of(Schedule('none')))})")
     if output is None:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model).stem)
         output = f"schedule-{stem}-{budget // 1024}K.json"
@@ -123,9 +123,3 @@ def run_search(model: str, fgraph, qgraph, ds, board, budget: int, flash_b: int 
     rows.append(["zero-shot", "--schedule none", "", rp.fmt_pct(res.zero_shot)])
     con.print(rp.table(["", "schedule", ("SRAM peak", "right"), ("accuracy", "right")], rows))
     con.print(f"schedule written to {rp.esc(output)}: use it with --schedule @{rp.esc(output)}", soft_wrap=True)
-
-
-def resolve_none():
-    from ..compiler.schedule import Schedule
-
-    return Schedule("none")

@@ -134,12 +134,8 @@ def scratch_bytes(graph: Graph, kind: str, node, attrs: dict) -> int:
     exponent is known (the exponent is the tensor's max): input gradients keep one int32 per input
     element; a weight update keeps one int32 per trained weight element (the whole trained slice:
     its exponent is shared); a bias update one int32 per trained bias entry. The loss keeps one
-    int32 per class. Forward kernels need none (direct convolution, int32 accumulator in a
+    int32 per class (added where the loss step is laid out). Forward kernels need none (direct convolution, int32 accumulator in a
     register)."""
-    if kind == "loss":
-        return 4 * _numel(graph.tensors[node].shape) if isinstance(node, str) else 0
-    if node is None:
-        return 0
     if kind == "grad_input":
         x = node.inputs[attrs.get("input", 0)]
         n = _numel(graph.tensors[x].shape)
@@ -225,7 +221,7 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
     for s in bwd:
         if s.kind == "loss":
             add("loss", "", "softmax_cross_entropy", [program.logits], s.writes,
-                scratch_bytes(graph, "loss", program.logits, {}))
+                4 * _numel(graph.tensors[program.logits].shape))
             written_grads.update(s.writes)
             continue
         node = nodes[s.node]
@@ -246,12 +242,17 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
         start = next((k for k, s in enumerate(fwd) if s.node in trained), len(fwd))
         final = graph.producer(program.logits)
         add("fg_perturb", "", "fg_perturb", [], [])
+        produced = {w for s in fwd[start:] for w in s.writes}
+
+        def pert(t: str) -> str:  # inside the perturbed pass, values from `start` on are its own
+            return f"{t}~p" if t in produced else t
+
         for s in fwd[start:]:
             if s.node == final.name:
-                add("fg_forward", s.node, "fully_connected_acc", [_pert(r, fwd, start) for r in s.reads],
+                add("fg_forward", s.node, "fully_connected_acc", [pert(r) for r in s.reads],
                     ["fg:acc"])
                 break
-            add("fg_forward", s.node, s.op, [_pert(r, fwd, start) for r in s.reads],
+            add("fg_forward", s.node, s.op, [pert(r) for r in s.reads],
                 [f"{w}~p" for w in s.writes])
         add("fg_loss", "", "softmax_cross_entropy_acc", ["fg:acc"], [],
             4 * _numel(graph.tensors[program.logits].shape))
@@ -346,12 +347,6 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
     opts = {"remedy": remedy, "momentum": momentum, "accumulate": accumulate, "inplace": inplace,
             "lr_schedule": lr_schedule, "fg_batch": B, "inplace_log": inplace_log}
     return MemoryModel(graph, plan, program, steps, buffers, kinds, members, persistent, flash, opts)
-
-
-def _pert(t: str, fwd, start: int) -> str:
-    """Inside the perturbed pass, values computed at or after ``start`` are the pass's own."""
-    produced = {w for s in fwd[start:] for w in s.writes}
-    return f"{t}~p" if t in produced else t
 
 
 def _kind(root: str, ms: list[str], saved: set[str], first_kind: str) -> str:
