@@ -52,9 +52,13 @@ class PerChannelQuant(Structure):
     _fields_ = [("mult", POINTER(c_int32)), ("shift", POINTER(c_int32))]
 
 
+class WSplit(Structure):
+    _fields_ = [("tail", POINTER(c_int8)), ("rows", c_int32)]
+
+
 class ConvParams(Structure):
     _fields_ = [("in_zp", c_int32), ("out_zp", c_int32), ("stride", HW), ("dilation", HW),
-                ("padding", Padding), ("act_min", c_int32), ("act_max", c_int32)]
+                ("padding", Padding), ("act_min", c_int32), ("act_max", c_int32), ("split", WSplit)]
 
 
 class DwConvParams(Structure):
@@ -64,7 +68,7 @@ class DwConvParams(Structure):
 
 class FcParams(Structure):
     _fields_ = [("in_zp", c_int32), ("w_zp", c_int32), ("out_zp", c_int32), ("act_min", c_int32),
-                ("act_max", c_int32)]
+                ("act_max", c_int32), ("split", WSplit)]
 
 
 class AddParams(Structure):
@@ -250,30 +254,39 @@ def conv_case(rng, depthwise=False, pointwise=False):
     return dict(x=x, w=wq, b=bias, p=p, y=y, attrs=attrs, m=m)
 
 
-def _conv_call(lib, c, pointwise=False):
+def split_weights(w: np.ndarray, rows: int | None):
+    """(head, WSplit): rows [0, rows) and [rows, Cout) in two separate arrays (SRAM/flash on the
+    device); (w, zero split) when rows is None."""
+    if rows is None:
+        return w, WSplit(), []
+    head, tail = np.ascontiguousarray(w[:rows]).copy(), np.ascontiguousarray(w[rows:]).copy()
+    return head, WSplit(ptr(tail, c_int8) if tail.size else None, rows), [head, tail]
+
+
+def _conv_call(lib, c, pointwise=False, split=None):
     p, attrs = c["p"], c["attrs"]
     sh, sw = attrs["stride"]
     dh, dw = attrs["dilation"]
     t, l, b, r = attrs["pad"]
+    w, ws, hold = split_weights(c["w"], split)
     params = ConvParams(p["in_zp"], p["out_zp"], HW(sh, sw), HW(dh, dw), Padding(t, l, b, r), p["act_min"],
-                        p["act_max"])
+                        p["act_max"], ws)
     quant, keep = requant_arrays(p)
     out = np.full(c["y"].shape, 99, np.int8)
     bias = ptr(c["b"], c_int32) if c["b"] is not None else None
-    x, w = c["x"], c["w"]
+    x, fd = c["x"], dims(c["w"].shape)  # filter dims: the whole (logical) weight tensor
     if pointwise:
-        nbytes = lib.mt_pointwise_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(dims(w.shape)))
+        nbytes = lib.mt_pointwise_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(fd))
         assert nbytes == 2 * x.shape[3]
         scratch = np.zeros(nbytes // 2, np.int16)
         st = lib.mt_pointwise_conv2d_fwd_s8(scratch.ctypes.data_as(c_void_p), byref(params), byref(quant),
-                                            byref(dims(x.shape)), ptr(x, c_int8), byref(dims(w.shape)),
+                                            byref(dims(x.shape)), ptr(x, c_int8), byref(fd),
                                             ptr(w, c_int8), bias, byref(dims(out.shape)), ptr(out, c_int8))
     else:
-        assert lib.mt_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(dims(w.shape))) == 0
+        assert lib.mt_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(fd)) == 0
         st = lib.mt_conv2d_fwd_s8(byref(params), byref(quant), byref(dims(x.shape)), ptr(x, c_int8),
-                                  byref(dims(w.shape)), ptr(w, c_int8), bias, byref(dims(out.shape)),
-                                  ptr(out, c_int8))
-    del keep
+                                  byref(fd), ptr(w, c_int8), bias, byref(dims(out.shape)), ptr(out, c_int8))
+    del keep, hold
     assert st == 0
     return out
 
@@ -288,6 +301,8 @@ def test_conv2d(lib):
         np.testing.assert_array_equal(_conv_call(lib, c), c["y"])
         if c["w"].shape[1:3] == (1, 1) and c["attrs"]["stride"] == (1, 1) and c["attrs"]["pad"] == (0, 0, 0, 0):
             np.testing.assert_array_equal(_conv_call(lib, c, pointwise=True), c["y"])
+        rows = int(rng.integers(0, c["w"].shape[0] + 1))  # trained rows in SRAM, the rest in flash
+        np.testing.assert_array_equal(_conv_call(lib, c, split=rows), c["y"])
     if not SANITIZE:  # the draw reaches both ends of the shift range and zero multipliers (shift < -31)
         assert min(shifts) <= -25 and max(shifts) >= 8 and min(mults) == 0
 
@@ -298,6 +313,8 @@ def test_pointwise_conv2d(lib):
         c = conv_case(rng, pointwise=True)
         np.testing.assert_array_equal(_conv_call(lib, c, pointwise=True), c["y"])
         np.testing.assert_array_equal(_conv_call(lib, c), c["y"])
+        rows = int(rng.integers(0, c["w"].shape[0] + 1))
+        np.testing.assert_array_equal(_conv_call(lib, c, pointwise=True, split=rows), c["y"])
 
 
 def test_pointwise_conv2d_rejects_other_geometry(lib):
@@ -354,15 +371,17 @@ def test_fully_connected(lib):
             inputs.append((bias, None, True))
         p, y = reference("fully_connected", inputs, {"act": act_choice(rng)}, qp(s_out, zero_point(rng)))
         assert p["w_zp"] == w_zp
-        params = FcParams(p["in_zp"], p["w_zp"], p["out_zp"], p["act_min"], p["act_max"])
-        quant, keep = requant_arrays(p)
-        out = np.full(y.shape, 99, np.int8)
-        st = lib.mt_fully_connected_fwd_s8(byref(params), byref(quant), n, cin, ptr(x, c_int8), cout,
-                                           ptr(wq, c_int8), ptr(bias, c_int32) if i % 5 else None,
-                                           ptr(out, c_int8))
-        del keep
-        assert st == 0
-        np.testing.assert_array_equal(out, y)
+        for rows in (None, int(rng.integers(0, cout + 1))):
+            head, ws, hold = split_weights(wq, rows)
+            params = FcParams(p["in_zp"], p["w_zp"], p["out_zp"], p["act_min"], p["act_max"], ws)
+            quant, keep = requant_arrays(p)
+            out = np.full(y.shape, 99, np.int8)
+            st = lib.mt_fully_connected_fwd_s8(byref(params), byref(quant), n, cin, ptr(x, c_int8), cout,
+                                               ptr(head, c_int8), ptr(bias, c_int32) if i % 5 else None,
+                                               ptr(out, c_int8))
+            del keep, hold
+            assert st == 0
+            np.testing.assert_array_equal(out, y)
 
 
 # ---- add ------------------------------------------------------------------------------------------

@@ -101,16 +101,20 @@ class SgdState(ct.Structure):
                 ("lo", I32), ("hi", I32)]
 
 
+class WSplit(ct.Structure):
+    _fields_ = [("tail", P(ct.c_int8)), ("rows", I32)]
+
+
 class FcParams(ct.Structure):
     _fields_ = [("batch", I32), ("in_features", I32), ("out_features", I32), ("in_zp", I32),
                 ("w_zp", I32), ("x_mult", I32), ("x_shift", I32), ("x_bits", I32),
-                ("w_mult", P(I32)), ("w_shift", I32), ("w_bits", I32)]
+                ("w_mult", P(I32)), ("w_shift", I32), ("w_bits", I32), ("split", WSplit)]
 
 
 class ConvParams(ct.Structure):
     _fields_ = [("in_", Dims), ("out", Dims), ("kernel", HW), ("stride", HW), ("dilation", HW),
                 ("padding", Padding), ("in_zp", I32), ("x_mult", I32), ("x_shift", I32),
-                ("x_bits", I32), ("w_mult", P(I32)), ("w_shift", I32), ("w_bits", I32)]
+                ("x_bits", I32), ("w_mult", P(I32)), ("w_shift", I32), ("w_bits", I32), ("split", WSplit)]
 
 
 class PoolParams(ct.Structure):
@@ -704,14 +708,22 @@ def test_linear_bwd_input(lib, case):
         par, keep = fc_params(b) if op == "fully_connected" else conv_params(b)
         w = np.ascontiguousarray(b.xs[1])
         g_orig = g.copy()
-        for variant in ("two_pass", "scratch", "alias"):
+        variants = ["two_pass", "scratch", "alias"] + (["split"] if kern != "depthwise_conv2d" else [])
+        for variant in variants:
             gs = g.copy() if variant == "alias" else np.zeros(g.size, np.int16)
             gin = gs if variant == "alias" else g
             acc = np.zeros(b.xs[0].size, np.int32) if variant == "scratch" else None
             gx = np.zeros(b.xs[0].size, np.int16)
             eo = out_e()
-            rc = fn(ct.byref(par), p16(gs), p32(acc) if acc is not None else None, p16(gin), b.gy.e, p8(w),
+            wp = w
+            if variant == "split":  # trained rows [0, r) in one array (SRAM), the rest in another
+                r = seed % (w.shape[0] + 1)
+                wp, tail = w[:r].copy(), w[r:].copy()
+                keep += [wp, tail]
+                par.split = WSplit(p8(tail) if tail.size else None, r)
+            rc = fn(ct.byref(par), p16(gs), p32(acc) if acc is not None else None, p16(gin), b.gy.e, p8(wp),
                     p16(gx), ct.byref(eo))
+            par.split = WSplit()
             assert rc == 0
             assert_grad(gx, eo.value, want, f"{cid} seed {seed} {variant} dx")
         np.testing.assert_array_equal(g, g_orig)  # g untouched when gs does not alias it

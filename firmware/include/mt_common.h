@@ -36,6 +36,25 @@ typedef enum {
 #define MT_INT32_MAX ((int32_t)2147483647)
 
 /** Two's-complement reinterpretation of a uint32 as int32 (what C's wrapping int32 math gives). */
+/**
+ * Weights split by output channel: rows [0, rows) at the kernel's ``w`` pointer (the trained
+ * rows, in SRAM), rows [rows, Cout) at ``tail`` (the frozen rows, in flash). ``tail == NULL``:
+ * ``w`` holds every row (the default: a zero-initialised struct).
+ */
+typedef struct {
+    const int8_t *tail;   /**< rows [rows, Cout), or NULL */
+    int32_t rows;         /**< rows at ``w`` when ``tail`` is set, [0, Cout] */
+} mt_wsplit;
+
+/** Row @p o (of @p len elements) of split weights. */
+static inline const int8_t *mt_wrow(const int8_t *w, const mt_wsplit *s, int32_t o, size_t len)
+{
+    if (s->tail != NULL && o >= s->rows) {
+        return s->tail + (size_t)(o - s->rows) * len;
+    }
+    return w + (size_t)o * len;
+}
+
 static inline int32_t mt_wrap32(uint32_t u)
 {
     return (u <= 0x7FFFFFFFu) ? (int32_t)u : (int32_t)(-(int32_t)(~u) - 1);

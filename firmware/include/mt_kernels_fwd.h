@@ -72,6 +72,7 @@ typedef struct {
     mt_padding padding;   /**< top/left used for indexing; bottom/right only shape the output */
     int32_t act_min;      /**< output clamp (fused activation), [-128, 127] */
     int32_t act_max;      /**< act_min <= act_max <= 127 */
+    mt_wsplit split;      /**< weight rows split SRAM/flash (zero: not split) */
 } mt_conv_params;
 
 /**
@@ -166,6 +167,7 @@ typedef struct {
     int32_t out_zp;       /**< [-128, 127] */
     int32_t act_min;
     int32_t act_max;
+    mt_wsplit split;      /**< weight rows split SRAM/flash (zero: not split) */
 } mt_fc_params;
 
 /**

@@ -461,6 +461,7 @@ typedef struct {
     const int32_t *w_mult; /**< [Cout] s_w[c] aligned Q31 */
     int32_t w_shift;       /**< common exponent of w_mult */
     int32_t w_bits;        /**< |w - w_zp| <= 2^w_bits */
+    mt_wsplit split;       /**< weight rows split SRAM/flash for the input gradient (zero: not split) */
 } mt_fc_train_params;
 
 /** Bytes of mt_fully_connected_bwd_input_s16's scratch: gs int16 [N*Cout] (0 when it aliases
@@ -528,6 +529,8 @@ typedef struct {
     const int32_t *w_mult; /**< [Cout] aligned Q31 s_w[c] */
     int32_t w_shift;
     int32_t w_bits;        /**< |w| <= 2^w_bits (7 for symmetric int8) */
+    mt_wsplit split;       /**< conv2d/pointwise input gradient: weight rows split SRAM/flash
+                                (zero: not split); depthwise ignores it (whole weights) */
 } mt_conv_train_params;
 
 /** Scratch bytes of the conv2d/depthwise input gradients: gs int16 [N*OH*OW*Cout] (0 when it

@@ -44,7 +44,7 @@ static int32_t dx_acc(const mt_conv_train_params *p, const int16_t *gs, const in
             const int32_t wp = x + p->padding.left - j * p->dilation.w;
             int32_t ow;
             const int16_t *gp;
-            const int8_t *wq;
+            size_t wq;
             if (wp < 0 || wp % p->stride.w != 0) {
                 continue;
             }
@@ -54,9 +54,9 @@ static int32_t dx_acc(const mt_conv_train_params *p, const int16_t *gs, const in
             }
             gp = gs + (((size_t)n * (size_t)p->out.h + (size_t)oh) * (size_t)p->out.w + (size_t)ow) *
                           (size_t)cout;
-            wq = w + ((size_t)i * (size_t)kw + (size_t)j) * (size_t)cin + (size_t)c;
+            wq = ((size_t)i * (size_t)kw + (size_t)j) * (size_t)cin + (size_t)c;
             for (o = 0; o < cout; ++o) {
-                acc += (int32_t)gp[o] * (int32_t)wq[(size_t)o * wstride];
+                acc += (int32_t)gp[o] * (int32_t)mt_wrow(w, &p->split, o, wstride)[wq];
             }
         }
     }

@@ -37,7 +37,7 @@ mt_status mt_conv2d_fwd_s8(const mt_conv_params *p, const mt_per_channel_quant *
             for (ox = 0; ox < out_dims->w; ++ox) {
                 const int32_t x0 = ox * p->stride.w - p->padding.left;
                 for (o = 0; o < out_c; ++o) {
-                    const int8_t *w_o = w + (size_t)o * k_h * k_w * in_c;
+                    const int8_t *w_o = mt_wrow(w, &p->split, o, (size_t)k_h * k_w * in_c);
                     int32_t acc = (bias != NULL) ? bias[o] : 0;
                     int32_t ky, kx, c;
                     for (ky = 0; ky < k_h; ++ky) {

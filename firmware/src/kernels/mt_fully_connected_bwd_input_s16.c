@@ -25,7 +25,7 @@ static int32_t dx_dot(const mt_fc_train_params *p, const int16_t *gs_n, const in
     const int32_t cout = p->out_features, cin = p->in_features;
     int32_t o, acc = 0;
     for (o = 0; o < cout; ++o) {
-        acc += (int32_t)gs_n[o] * ((int32_t)w[(size_t)o * (size_t)cin + (size_t)k] - p->w_zp);
+        acc += (int32_t)gs_n[o] * ((int32_t)mt_wrow(w, &p->split, o, (size_t)cin)[k] - p->w_zp);
     }
     return acc;
 }

@@ -24,7 +24,7 @@ mt_status mt_fully_connected_fwd_s8(const mt_fc_params *p, const mt_per_channel_
     for (n = 0; n < batch; ++n) {
         const int8_t *x = in + (size_t)n * in_features;
         for (o = 0; o < out_features; ++o) {
-            const int8_t *w_o = w + (size_t)o * in_features;
+            const int8_t *w_o = mt_wrow(w, &p->split, o, (size_t)in_features);
             int32_t acc = (bias != NULL) ? bias[o] : 0;
             for (k = 0; k < in_features; ++k) {
                 acc += ((int32_t)x[k] - p->in_zp) * ((int32_t)w_o[k] - p->w_zp);

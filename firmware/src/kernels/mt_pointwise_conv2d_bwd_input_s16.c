@@ -28,5 +28,6 @@ mt_status mt_pointwise_conv2d_bwd_input_s16(const mt_conv_train_params *p, int16
     f.w_mult = p->w_mult;
     f.w_shift = p->w_shift;
     f.w_bits = p->w_bits;
+    f.split = p->split;
     return mt_fully_connected_bwd_input_s16(&f, gs, acc, g, g_e, w, gx, gx_e);
 }

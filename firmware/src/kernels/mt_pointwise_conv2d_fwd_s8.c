@@ -35,7 +35,7 @@ mt_status mt_pointwise_conv2d_fwd_s8(void *scratch, const mt_conv_params *p,
             row[c] = (int16_t)((int32_t)x[c] - p->in_zp); /* [-255, 255] */
         }
         for (o = 0; o < out_c; ++o) {
-            const int8_t *w_o = w + (size_t)o * in_c;
+            const int8_t *w_o = mt_wrow(w, &p->split, o, (size_t)in_c);
             int32_t acc0 = (bias != NULL) ? bias[o] : 0;
             int32_t acc1 = 0;
             for (c = 0; c + 1 < in_c; c += 2) {
