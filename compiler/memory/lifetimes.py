@@ -125,30 +125,64 @@ def mask_bytes(numel: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernel scratch (mirrors the C companions mt_<op>_<pass>_scratch_bytes)
+# Kernel scratch (mirrors the C companions mt_<op>_<pass>_scratch_bytes and the engine's layout)
 # ---------------------------------------------------------------------------------------------
-def scratch_bytes(graph: Graph, kind: str, node, attrs: dict) -> int:
-    """Scratch of one step's kernel, in bytes.
+def is_pointwise(graph: Graph, node) -> bool:
+    """A conv2d that runs as the 1x1 fast path (mt_pointwise_conv2d_*): 1x1 kernel, stride 1,
+    no padding."""
+    a = node.attrs
+    return (node.op == "conv2d" and tuple(graph.tensors[node.inputs[1]].shape[1:3]) == (1, 1)
+            and tuple(a.get("stride", (1, 1))) == (1, 1) and tuple(a.get("pad", (0, 0, 0, 0))) == (0, 0, 0, 0))
 
-    Backward kernels produce an int32 accumulator per output element before the gradient's
-    exponent is known (the exponent is the tensor's max): input gradients keep one int32 per input
-    element; a weight update keeps one int32 per trained weight element (the whole trained slice:
-    its exponent is shared); a bias update one int32 per trained bias entry. The loss keeps one
-    int32 per class (added where the loss step is laid out). Forward kernels need none (direct convolution, int32 accumulator in a
-    register)."""
-    if kind == "grad_input":
+
+def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bool = False,
+                   fanout: bool = False) -> list[tuple[str, int]]:
+    """The scratch of one step's kernel call as named parts (bytes, each a multiple of 4, laid
+    out in this order). The emitted C (compiler/codegen) uses the same layout.
+
+      forward   pointwise conv2d: the input row widened to int16 (``row``, 2*Cin);
+      grad_input  linear ops: one int32 accumulator per input element (``acc``, the single-pass
+                form of the kernels) and, when an update of the same layer still reads the
+                output gradient, a separate int16 copy of the scaled gradient (``gs``; else it
+                overwrites the gradient); a second fan-out contribution: a gradient temporary
+                (``tmp``, added into the first with mt_grad_add_s16);
+      update    weights: one int32 accumulator per trained weight element (``acc``: the slice's
+                exponent is its max); biases: none (three passes over g).
+    Loss steps are laid out where the timeline is built."""
+    parts: list[tuple[str, int]] = []
+    if kind == "forward" and node is not None and node.op == "conv2d":
+        if is_pointwise(graph, node):
+            parts.append(("row", _align4(2 * graph.tensors[node.inputs[1]].shape[3])))
+    elif kind == "grad_input":
         x = node.inputs[attrs.get("input", 0)]
-        n = _numel(graph.tensors[x].shape)
-        return 4 * n if node.op in LINEAR_OPS or node.op in ("avg_pool2d", "mean", "add") else 0
-    if kind == "update":
-        w = graph.tensors[node.inputs[attrs["input"]]]
-        rows = attrs["rows"]
-        if attrs["input"] == 1:
-            axis = LINEAR_OPS[node.op]
-            per_row = int(math.prod(w.shape)) // w.shape[axis]
-            return 4 * rows * per_row
-        return 4 * rows
-    return 0
+        if node.op in LINEAR_OPS:
+            parts.append(("acc", 4 * _numel(graph.tensors[x].shape)))
+            if has_update:
+                parts.append(("gs", _align4(2 * _numel(graph.tensors[node.outputs[0]].shape))))
+        if fanout:
+            parts.append(("tmp", grad_bytes(_numel(graph.tensors[x].shape))))
+    elif kind == "update" and attrs["input"] == 1:
+        w = graph.tensors[node.inputs[1]]
+        axis = LINEAR_OPS[node.op]
+        per_row = int(math.prod(w.shape)) // w.shape[axis]
+        parts.append(("acc", 4 * attrs["rows"] * per_row))
+    return parts
+
+
+def scratch_bytes(graph: Graph, kind: str, node, attrs: dict, **kw: bool) -> int:
+    """Total scratch bytes of :func:`scratch_layout`."""
+    return sum(b for _, b in scratch_layout(graph, kind, node, attrs, **kw))
+
+
+def loss_layout(classes: int, batch: int, acc: bool, grad: bool) -> list[tuple[str, int]]:
+    """Scratch of a softmax cross-entropy step: the int32 accumulators when the loss reads the
+    final layer's input (``acc``), the kernel's int32 buffer (``buf``) and, when the gradient has
+    no buffer of its own (reported / perturbed losses), an int16 gradient (``grad``)."""
+    parts = [("acc", 4 * classes * batch)] if acc else []
+    parts.append(("buf", 4 * classes * batch))
+    if grad:
+        parts.append(("grad", _align4(2 * classes * batch)))
+    return parts
 
 
 def depthwise_inplace_rows(h_in: int, w_in: int, h_out: int, w_out: int, channels: int, stride: int,
@@ -187,10 +221,16 @@ def _depthwise_inplace_scratch(graph: Graph, node) -> int:
 # ---------------------------------------------------------------------------------------------
 def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum: float = 0.0,
                  accumulate: int = 1, lr_schedule: str = "cosine", inplace: bool = True,
-                 program: TrainingProgram | None = None) -> MemoryModel:
+                 program: TrainingProgram | None = None, loss_input: str = "int8") -> MemoryModel:
     """The device timeline and buffer records of one training step of ``graph`` (int8 IR) under
-    ``plan``. ``remedy``/``momentum``/``accumulate``/``lr_schedule`` as the int8 engine's
-    options; ``inplace=False`` turns the in-place rules off (for comparisons)."""
+    ``plan``. ``remedy``/``momentum``/``accumulate``/``lr_schedule``/``loss_input`` as the int8
+    engine's options; ``inplace=False`` turns the in-place rules off (for comparisons).
+
+    Batches: a forward-gradient step reads B samples. The input and the values of the frozen
+    prefix are then held for all B samples (the perturbed passes re-read them), as are the
+    values after it when nothing is backpropagated (the unperturbed forward runs on the batch);
+    with a backprop head (hybrid) the head runs one sample at a time (batch-1 buffers, reused
+    for each sample), and each perturbed pass runs on the batch."""
     program = program or build_program(graph, plan)
     fg = plan.schedule.fg or FGOptions()
     nodes = {n.name: n for n in graph.nodes}
@@ -211,36 +251,52 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
         inp = fwd[0].writes[0]
         fwd = fwd[1:]
     add("input", "", "sample", [], [inp])
+    trained = {lt.node for lt in plan.layers if lt.trainable}
+    start = next((k for k, s in enumerate(fwd) if s.node in trained), len(fwd))
+    has_bp = any(s.kind == "loss" for s in program.steps)
+    final = graph.producer(program.logits)
+    # tensors held for the whole batch (see the docstring)
+    batched = {inp} | {w for s in fwd[:start] for w in s.writes}
+    if not has_bp:
+        batched |= {w for s in fwd[start:] for w in s.writes}
+    classes = _numel(graph.tensors[program.logits].shape)
+
+    def loss_reads(logits: list[str], batch: int, grad: bool) -> tuple[list[str], int]:
+        """What the loss reads, and its scratch: the int8 logits, or the final layer's input
+        for its int32 accumulators (computed into the scratch)."""
+        acc = loss_input == "acc" and final is not None
+        sc = sum(b for _, b in loss_layout(classes, batch, acc, grad))
+        return ([final.inputs[0]] if acc else logits), sc
 
     mask_of = {t: m for m, t in program.masks.items()}
     for s in fwd:
         writes = list(s.writes) + [mask_of[o] for o in s.writes if o in mask_of]
-        add("forward", s.node, s.op, s.reads, writes)
+        add("forward", s.node, s.op, s.reads, writes, scratch_bytes(graph, "forward", nodes[s.node], {}))
     bwd = [s for s in program.steps if s.kind in ("loss", "grad_input", "update")]
     written_grads: set[str] = set()
+    updated = {s.node for s in bwd if s.kind == "update"}
+    if not has_bp and fg_layers:  # the reported loss of the unperturbed forward, on the batch
+        reads, sc = loss_reads([program.logits], B, True)
+        add("loss", "", "softmax_cross_entropy", reads, [], sc)
     for s in bwd:
         if s.kind == "loss":
-            add("loss", "", "softmax_cross_entropy", [program.logits], s.writes,
-                4 * _numel(graph.tensors[program.logits].shape))
+            reads, sc = loss_reads([program.logits], 1, False)
+            add("loss", "", "softmax_cross_entropy", reads, s.writes, sc)
             written_grads.update(s.writes)
             continue
         node = nodes[s.node]
-        sc = scratch_bytes(graph, s.kind, node, s.attrs)
         if s.kind == "grad_input":
             g = s.writes[0]
-            if g in written_grads:  # fan-out: a second contribution goes through a temporary
-                sc += grad_bytes(_numel(graph.tensors[node.inputs[s.attrs["input"]]].shape))
+            sc = scratch_bytes(graph, s.kind, node, s.attrs, has_update=s.node in updated,
+                               fanout=g in written_grads)  # fan-out: a second contribution
             written_grads.add(g)
             add("grad_input", s.node, s.op, s.reads, s.writes, sc)
         else:
-            add("update", s.node, s.op, s.reads, [], sc)
+            add("update", s.node, s.op, s.reads, [], scratch_bytes(graph, s.kind, node, s.attrs))
 
     # forward gradient: one perturbed pass from the first trained node to the final FC's int32
     # accumulators (the device runs it 2m times per step with this same footprint)
     if fg_layers:
-        trained = {lt.node for lt in plan.layers if lt.trainable}
-        start = next((k for k, s in enumerate(fwd) if s.node in trained), len(fwd))
-        final = graph.producer(program.logits)
         add("fg_perturb", "", "fg_perturb", [], [])
         produced = {w for s in fwd[start:] for w in s.writes}
 
@@ -255,7 +311,7 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
             add("fg_forward", s.node, s.op, [pert(r) for r in s.reads],
                 [f"{w}~p" for w in s.writes])
         add("fg_loss", "", "softmax_cross_entropy_acc", ["fg:acc"], [],
-            4 * _numel(graph.tensors[program.logits].shape))
+            sum(b for _, b in loss_layout(classes, B, False, True)))
         add("fg_update", "", "fg_update", [], [])
 
     # lifetimes per tensor
@@ -269,6 +325,23 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
             if r in first:
                 last[r] = max(last[r], s.index)
 
+    # repeated regions: the perturbed pass runs 2m times, and with a batch the backprop head runs
+    # once per sample; what such a region reads from before it must outlive the whole region
+    regions = []
+    if fg_layers:
+        k0 = next(s.index for s in steps if s.kind == "fg_perturb")
+        regions.append((k0, steps[-1].index))
+    if has_bp and B > 1:
+        head = [s.index for s in steps if s.kind == "forward" and s.node in {f.node for f in fwd[start:]}]
+        bwd_idx = [s.index for s in steps if s.kind in ("loss", "grad_input", "update")]
+        if head and bwd_idx:
+            regions.append((min(head), max(bwd_idx)))
+    for lo, hi in regions:
+        for s in steps[lo:hi + 1]:
+            for r in s.reads:
+                if r in first and first[r] < lo:
+                    last[r] = max(last[r], hi)
+
     # bytes per tensor (arena tensors only: params and the label are not in first)
     def tensor_bytes(t: str) -> int:
         if t.startswith("mask:"):
@@ -276,10 +349,10 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
         if t.startswith("grad:"):
             return grad_bytes(_numel(graph.tensors[t[5:]].shape))
         if t == "fg:acc":
-            return 4 * _numel(graph.tensors[program.logits].shape) * B
+            return 4 * classes * B
         base = t[:-2] if t.endswith("~p") else t
         n = _bytes_of(graph, base)
-        return n * B if t.endswith("~p") else n
+        return n * B if t.endswith("~p") or t in batched else n
 
     # in-place aliasing: root buffer per tensor, decided in timeline order
     root: dict[str, str] = {t: t for t in first}
@@ -345,7 +418,8 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
 
     persistent, flash = _static_memory(graph, plan, fg_layers, remedy, momentum, accumulate, lr_schedule, fg)
     opts = {"remedy": remedy, "momentum": momentum, "accumulate": accumulate, "inplace": inplace,
-            "lr_schedule": lr_schedule, "fg_batch": B, "inplace_log": inplace_log}
+            "lr_schedule": lr_schedule, "fg_batch": B, "inplace_log": inplace_log, "loss_input": loss_input,
+            "start": start, "batched": batched, "input": inp}
     return MemoryModel(graph, plan, program, steps, buffers, kinds, members, persistent, flash, opts)
 
 

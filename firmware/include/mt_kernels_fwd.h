@@ -156,6 +156,26 @@ mt_status mt_depthwise_conv2d_fwd_s8(const mt_dw_conv_params *p, const mt_per_ch
 /** Scratch of mt_depthwise_conv2d_fwd_s8: none (0 bytes). */
 size_t mt_depthwise_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *filter_dims);
 
+/**
+ * @brief In-place depthwise conv2d (M = 1): the output overwrites the input buffer @p buf.
+ *
+ * Same integers as mt_depthwise_conv2d_fwd_s8. Output rows go through @p ring (ring_rows
+ * pending rows of OW*C bytes, compiler/memory/lifetimes.depthwise_inplace_rows) and are
+ * committed once no later output row reads the input bytes they cover.
+ * @param[in,out] buf   in: int8 [N, H, W, C]; out: int8 [N, OH, OW, C] (OH*OW <= H*W)
+ * @param[out]    ring  scratch, mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes() bytes
+ * @return MT_ERR_ARG for M != 1, an output larger than the input, or a ring too small
+ */
+mt_status mt_depthwise_conv2d_fwd_s8_inplace(const mt_dw_conv_params *p,
+                                             const mt_per_channel_quant *q,
+                                             const mt_dims *in_dims, int8_t *buf,
+                                             const mt_dims *filter_dims, const int8_t *w,
+                                             const int32_t *bias, const mt_dims *out_dims,
+                                             int8_t *ring, int32_t ring_rows);
+
+/** Scratch of the in-place depthwise: ring_rows * OW * C bytes. */
+size_t mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(const mt_dims *out_dims, int32_t ring_rows);
+
 /* ============================================================================================ */
 /* fully_connected                                                                               */
 /* ============================================================================================ */
@@ -186,6 +206,19 @@ mt_status mt_fully_connected_fwd_s8(const mt_fc_params *p, const mt_per_channel_
 
 /** Scratch of mt_fully_connected_fwd_s8: none (0 bytes). */
 size_t mt_fully_connected_fwd_s8_scratch_bytes(int32_t in_features, int32_t out_features);
+
+/**
+ * @brief int32 accumulators of a fully connected layer, no requantization (the input of the
+ *        softmax cross-entropy on accumulators): acc[n,o] = bias[o] + sum_k (x - in_zp)(w - w_zp).
+ * @param[in]  p    zero points and weight split (out_zp / act_* unused)
+ * @param[out] acc  int32 [N, Cout]
+ */
+mt_status mt_fully_connected_acc_s32(const mt_fc_params *p, int32_t batch, int32_t in_features,
+                                     const int8_t *in, int32_t out_features, const int8_t *w,
+                                     const int32_t *bias, int32_t *acc);
+
+/** Scratch of mt_fully_connected_acc_s32: none (0 bytes). */
+size_t mt_fully_connected_acc_s32_scratch_bytes(int32_t in_features, int32_t out_features);
 
 /* ============================================================================================ */
 /* add                                                                                           */
