@@ -65,9 +65,7 @@ toolchains:
 
 # Firmware rules: no heap, no stdio, no float in kernels and engine (port files excepted).
 lint:
-	@bad=$$(grep -rnE '\b(malloc|calloc|realloc|free|printf|sprintf|fprintf|puts)\s*\(|#include\s*<stdio.h>' \
-	    firmware --include='*.c' --include='*.h' 2>/dev/null | grep -v '/port' || true); \
-	if [ -n "$$bad" ]; then echo "firmware lint: heap/stdio use:"; echo "$$bad"; exit 1; fi
+	@$(PY) tools/lint_c.py firmware
 
 clean:
 	rm -rf $(VENV) $(ORACLE) build dist *.egg-info .pytest_cache .hypothesis

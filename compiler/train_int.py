@@ -599,13 +599,24 @@ def train_int8(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: i
                epochs: float | None = None, lr: float | None = None, seed: int = 0,
                momentum: float | None = None, fg_lr: float | None = None, lr_schedule: str | None = None,
                eval_every: int = 0, qas: bool | None = None, remedy: str = "master",
-               loss_input: str = "int8", accumulate: int = 1, on_step=None, on_phase=None) -> Int8Result:
+               loss_input: str = "int8", accumulate: int = 1, on_step=None, on_phase=None,
+               engine: str = "numpy") -> Int8Result:
     """:func:`~microtrain.compiler.train_float.train_float_twin` for the int8 engine: 1 epoch by
-    default, cosine lr, ``seed`` for the fg stream and the shuffling."""
+    default, cosine lr, ``seed`` for the fg stream and the shuffling. ``engine="c"`` trains with
+    the generated C program (:class:`~microtrain.compiler.codegen.native.NativeTrainer`, the same
+    integers) instead of numpy."""
+    if engine not in ("numpy", "c"):
+        raise ValueError(f"engine must be 'numpy' or 'c', got {engine!r}")
     plan = schedule if isinstance(schedule, TrainPlan) else resolve(schedule, graph)
     mom = plan.schedule.momentum if momentum is None else momentum
 
-    def make(total: int) -> Int8Trainer:
+    def make(total: int):
+        if engine == "c":
+            from .codegen.native import NativeTrainer
+
+            return NativeTrainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
+                                 lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
+                                 loss_input=loss_input, accumulate=accumulate)
         tr = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
                          lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
                          loss_input=loss_input, accumulate=accumulate)

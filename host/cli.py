@@ -329,7 +329,7 @@ def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
 
 
 def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: int, show: bool,
-              accumulate: int = 1):
+              accumulate: int = 1, engine: str = "numpy"):
     """:func:`~microtrain.compiler.train_int.train_int8` with progress on stderr: a spinner per
     phase and, on a terminal, a rich progress bar over the training steps."""
     from ..compiler import driver
@@ -337,7 +337,8 @@ def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: i
 
     console = rp.stderr_console()
     if not (show and console.is_terminal):
-        return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate)
+        return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate,
+                             engine=engine)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = driver.step_count(len(ds.y_train), driver.fg_samples_per_step(plan), steps, epochs)
@@ -348,7 +349,7 @@ def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: i
         phases = {"before": "int8: evaluating before training", "train": "int8 training",
                   "after": "int8: evaluating after training"}
         return ti.train_int8(
-            qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate,
+            qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate, engine=engine,
             on_phase=lambda ph: bar.update(task, description=phases[ph]),
             on_step=lambda t, r: bar.update(task, completed=t + 1, loss=f"{r.loss:.3f}"))
 
@@ -375,7 +376,7 @@ def _save_params(path: str, trainer) -> list[str]:
     fd, tmp = tempfile.mkstemp(prefix=".microtrain-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            _write_npz(f, arrays)
         os.replace(tmp, target)
     except OSError as e:
         with contextlib.suppress(OSError):
@@ -386,6 +387,21 @@ def _save_params(path: str, trainer) -> list[str]:
             os.unlink(tmp)
         raise
     return sorted(arrays)
+
+
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` without the wall-clock: members in name order, fixed timestamps, so the same
+    tensors always give the same bytes (the C and numpy engines' files compare byte for byte)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as z:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, buf.getvalue())
 
 
 def _write_plot(path: str, hist, float_hist, title: str) -> None:
@@ -456,12 +472,15 @@ def _write_plot(path: str, hist, float_hist, title: str) -> None:
 @click.option("--accumulate", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="Backprop: average the gradients of K samples per update (gradient accumulation; "
                    "the trained slices' gradients stay live between samples).")
+@click.option("--engine", type=click.Choice(["numpy", "c"]), default="numpy", show_default=True,
+              help="int8 engine: numpy (the reference) or c (the generated C program + firmware kernels "
+                   "built with the host gcc; same integers, much faster).")
 @click.option("--no-float", "no_float", is_flag=True,
               help="Skip the float twin (float models only; int8 models never have one).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               metavar="N", help="Training samples used to calibrate post-training quantization.")
 def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None, seed: int, accumulate: int,
-                 as_json: bool,
+                 engine: str, as_json: bool,
                  plot: str | None, save_params: str | None, no_float: bool, calib_samples: int,
                  **kw: Any) -> None:
     """Simulate on-device training on the host: what the firmware will compute, bit for bit.
@@ -516,7 +535,10 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
     for w in warnings:
         click.echo(f"warning: {_one_line(w)}", err=True)
 
-    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show, accumulate)
+    if engine == "c" and accumulate != 1:
+        raise MicrotrainError(f"--engine c --accumulate {accumulate}: the C engine applies every step's gradient; "
+                              "use --engine numpy for gradient accumulation")
+    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show, accumulate, engine)
     for w in res.trainer.warnings:
         if w not in warnings:
             warnings.append(w)
@@ -546,6 +568,7 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
         "float_accuracy_before": float(twin.acc_before) if twin else None,
         "float_accuracy_after": float(twin.acc_after) if twin else None,
         "steps": int(hist.steps), "samples": int(hist.samples), "seed": int(seed), "accumulate": int(accumulate),
+        "engine": engine,
         "lr": res.trainer.lrs, "schedule": schedule.to_json(), "schedule_description": schedule.describe(),
         "trainable_params": int(plan.num_trainable_params), "params_by_method": plan.params_by_method(),
         "plan": plan.describe(),
@@ -592,8 +615,10 @@ def _render_simulate(r: dict[str, Any]) -> None:
 
 def _register() -> None:
     from .plan_cmd import plan_cmd
+    from .compile_cmd import compile_cmd
 
     cli.add_command(plan_cmd)
+    cli.add_command(compile_cmd)
 
 
 _register()

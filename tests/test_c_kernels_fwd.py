@@ -32,7 +32,7 @@ from microtrain.compiler.ir import Graph, Node, QParams, Tensor, verify
 from microtrain.compiler.ops import registry
 
 N_CASES = 8 if SANITIZE else 100
-KERNEL_SOURCES = sorted(KERNELS.glob("mt_*_fwd_s8.c"))
+KERNEL_SOURCES = sorted([*KERNELS.glob("mt_*_fwd_s8*.c"), KERNELS / "mt_fully_connected_acc_s32.c"])
 
 
 # ---- ctypes mirrors of mt_kernels_fwd.h ----------------------------------------------------------
@@ -106,6 +106,10 @@ SIGNATURES = {
     "mt_depthwise_conv2d_fwd_s8": [POINTER(DwConvParams), POINTER(PerChannelQuant), PD, P8, PD, P8, P32, PD, P8],
     "mt_fully_connected_fwd_s8": [POINTER(FcParams), POINTER(PerChannelQuant), c_int32, c_int32, P8, c_int32, P8,
                                   P32, P8],
+    "mt_depthwise_conv2d_fwd_s8_inplace": [POINTER(DwConvParams), POINTER(PerChannelQuant), PD, P8, PD, P8, P32,
+                                           PD, P8, c_int32],
+    "mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes": [PD, c_int32],
+    "mt_fully_connected_acc_s32": [POINTER(FcParams), c_int32, c_int32, P8, c_int32, P8, P32, P32],
     "mt_add_fwd_s8": [POINTER(AddParams), PD, P8, PD, P8, PD, P8],
     "mt_relu_fwd_s8": [POINTER(ReluParams), c_int32, P8, P8],
     "mt_max_pool2d_fwd_s8": [POINTER(PoolParams), PD, P8, PD, P8],
@@ -349,6 +353,63 @@ def test_depthwise_conv2d(lib):
         np.testing.assert_array_equal(out, c["y"])
     if not SANITIZE:
         assert {1, 2, 3} <= mults
+
+
+def test_depthwise_conv2d_in_place(lib):
+    """The in-place variant writes the same output over its input, with the planner's ring size."""
+    from microtrain.compiler.memory.lifetimes import depthwise_inplace_rows
+
+    rng = np.random.default_rng(202)
+    done = 0
+    while done < (10 if SANITIZE else 60):
+        c = conv_case(rng, depthwise=True)
+        x, y = c["x"], c["y"]
+        if c["m"] != 1 or y[0].size > x[0].size:
+            continue
+        p, attrs = c["p"], c["attrs"]
+        t, l, b, r = attrs["pad"]
+        rows = depthwise_inplace_rows(x.shape[1], x.shape[2], y.shape[1], y.shape[2], x.shape[3],
+                                      attrs["stride"][0], t)
+        assert rows >= 1
+        params = DwConvParams(p["in_zp"], p["out_zp"], 1, HW(*attrs["stride"]), HW(*attrs["dilation"]),
+                              Padding(t, l, b, r), p["act_min"], p["act_max"])
+        quant, keep = requant_arrays(p)
+        buf = x.copy().ravel()
+        nbytes = lib.mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(byref(dims(y.shape)), rows)
+        ring = np.full(nbytes, 77, np.int8)
+        w = c["w"]
+        st = lib.mt_depthwise_conv2d_fwd_s8_inplace(byref(params), byref(quant), byref(dims(x.shape)),
+                                                    ptr(buf, c_int8), byref(dims(w.shape)), ptr(w, c_int8),
+                                                    ptr(c["b"], c_int32) if c["b"] is not None else None,
+                                                    byref(dims(y.shape)), ptr(ring, c_int8), rows)
+        del keep
+        assert st == 0
+        np.testing.assert_array_equal(buf[:y.size].reshape(y.shape), y)
+        if rows > 1:  # one row fewer than the planner's ring is refused, never silently wrong
+            st = lib.mt_depthwise_conv2d_fwd_s8_inplace(byref(params), byref(quant), byref(dims(x.shape)),
+                                                        ptr(x.copy(), c_int8), byref(dims(w.shape)), ptr(w, c_int8),
+                                                        None, byref(dims(y.shape)), ptr(ring, c_int8), rows - 1)
+            assert st == -1
+        done += 1
+
+
+def test_fully_connected_acc(lib):
+    rng = np.random.default_rng(302)
+    for i in range(N_CASES):
+        n, cin, cout = int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 13))
+        x = int8_input(rng, (n, cin))
+        wq = rng.integers(-127, 128, (cout, cin)).astype(np.int8)
+        bias = rng.integers(-(1 << 20), 1 << 20, cout).astype(np.int32)
+        in_zp, w_zp = zero_point(rng), int(rng.integers(-20, 21)) if i % 2 else 0
+        want = (x.astype(np.int64) - in_zp) @ (wq.astype(np.int64) - w_zp).T + bias
+        rows = int(rng.integers(0, cout + 1))
+        head, ws, hold = split_weights(wq, rows)
+        params = FcParams(in_zp, w_zp, 0, -128, 127, ws)
+        acc = np.zeros((n, cout), np.int32)
+        assert lib.mt_fully_connected_acc_s32(byref(params), n, cin, ptr(x, c_int8), cout, ptr(head, c_int8),
+                                              ptr(bias, c_int32), ptr(acc, c_int32)) == 0
+        del hold
+        np.testing.assert_array_equal(acc, want)
 
 
 # ---- fully_connected ------------------------------------------------------------------------------

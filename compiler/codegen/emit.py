@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MicrotrainError
 from ..ir import Graph
 from ..memory.lifetimes import (GRAD_EXP_BYTES, depthwise_inplace_rows, is_pointwise, loss_layout,
                                 scratch_layout)
@@ -47,7 +48,7 @@ SUPPORTED_OPS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "relu",
 _I32_MAX = (1 << 31) - 1
 
 
-class CodegenError(ValueError):
+class CodegenError(MicrotrainError, ValueError):
     """The program cannot be emitted (one line: what, where, what is supported)."""
 
 

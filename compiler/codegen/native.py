@@ -126,7 +126,12 @@ class NativeTrainer:
         self.seed = int(seed) & 0xFFFFFFFF
         self.total_steps = int(total_steps) if total_steps else 1
         self.lib_path = build_library(self.gen, sanitize=sanitize)
-        lib = ctypes.CDLL(str(self.lib_path))
+        # the program's state is static: each trainer loads its own copy of the library (a
+        # second dlopen of one path would share it), unlinked once loaded
+        with tempfile.TemporaryDirectory(prefix="mt-native-") as tmp:
+            own = Path(tmp) / self.lib_path.name
+            shutil.copyfile(self.lib_path, own)
+            lib = ctypes.CDLL(str(own))
         i8p, i32p, u8p = (ctypes.POINTER(ctypes.c_int8), ctypes.POINTER(ctypes.c_int32),
                           ctypes.POINTER(ctypes.c_uint8))
         lib.mt_init.argtypes = [ctypes.c_uint32, ctypes.c_int32]
@@ -143,6 +148,10 @@ class NativeTrainer:
         lib.mt_init(self.seed, self.total_steps)
 
     # ---- trainer interface ----
+    @property
+    def lrs(self) -> dict[str, float]:
+        return self.ref.lrs
+
     @property
     def samples_per_step(self) -> int:
         return self.B

@@ -309,7 +309,7 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
                     ["fg:acc"])
                 break
             add("fg_forward", s.node, s.op, [pert(r) for r in s.reads],
-                [f"{w}~p" for w in s.writes])
+                [f"{w}~p" for w in s.writes], scratch_bytes(graph, "forward", nodes[s.node], {}))
         add("fg_loss", "", "softmax_cross_entropy_acc", ["fg:acc"], [],
             sum(b for _, b in loss_layout(classes, B, False, True)))
         add("fg_update", "", "fg_update", [], [])

@@ -1,0 +1,270 @@
+"""Write a buildable folder for one board: the generated program, the firmware runtime it needs and
+a Makefile for the board's cross toolchain (``microtrain compile``).
+
+    write_project(gen, board, out_dir, force=False) -> [paths written]
+
+Layout of ``out_dir``::
+
+    mt_model.h  mt_model.c  mt_model.json     the generated program (emit.generate)
+    include/*.h                               firmware headers (all of them)
+    src/kernels/*.c                           portable kernels
+    src/kernels/dsp/*.c                       Arm DSP-extension variants (boards with dsp = true only)
+    Makefile                                  `make` -> libmtmodel.a, `make size`, `make clean`
+    README.md                                 the C API and the port hooks
+
+Build flags (Makefile): ``-std=c99 -Os -Wall -Wextra -Werror -fno-strict-aliasing -ffunction-sections
+-fdata-sections`` + the core's flags (``Board.gcc_flags``; soft-float ABI, ``make FLOAT_ABI=hard`` on
+FPU cores) + ``-DMT_USE_DSP`` on DSP cores. ``-Os`` on every board: the planner's flash estimate
+(``flash.code_bytes_estimate`` of ``microtrain plan``) is calibrated on ``-Os`` builds, so the
+flash verdict of ``plan`` is the flash of this build; ``make OPT=-O2`` trades flash for speed.
+
+Writing is atomic-ish: everything is written to a sibling temporary folder which then replaces
+``out_dir`` by two renames. An existing ``out_dir`` is replaced only when it is empty or a previous
+microtrain output (its ``mt_model.json`` names a microtrain generator), or with ``force``; a folder
+that contains the current directory is never replaced.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import MicrotrainError
+from .emit import GENERATOR, Generated
+
+#: files of the generated program, as ``Generated.files`` names them
+MODEL_FILES = ("mt_model.h", "mt_model.c", "mt_model.json")
+#: the library ``make`` builds
+LIBRARY = "libmtmodel.a"
+#: optimization level of the Makefile (see the module docstring for why)
+OPT = "-Os"
+COMMON_CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-fno-strict-aliasing", "-ffunction-sections",
+                 "-fdata-sections")
+#: cross-toolchain prefix per architecture (Debian: gcc-arm-none-eabi, gcc-riscv64-unknown-elf)
+CROSS = {"arm": "arm-none-eabi-", "riscv": "riscv64-unknown-elf-"}
+
+
+class ProjectError(MicrotrainError):
+    """The output folder cannot be written (one line: what and how to proceed)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# sources
+# ---------------------------------------------------------------------------------------------
+def _firmware_dir() -> Path:
+    from ...host.resources import firmware_dir
+
+    return Path(firmware_dir())
+
+
+def runtime_sources(board, firmware: Path | None = None) -> dict[str, Path]:
+    """Project-relative path -> firmware file for the runtime ``board`` needs: every header, every
+    portable kernel, and the DSP variants when the board's core has the DSP extension (benchmark
+    hooks ``*_bench.c`` are not runtime and are left out)."""
+    fw = Path(firmware) if firmware is not None else _firmware_dir()
+    out: dict[str, Path] = {}
+    for h in sorted((fw / "include").glob("*.h")):
+        out[f"include/{h.name}"] = h
+    for c in sorted((fw / "src" / "kernels").glob("*.c")):
+        out[f"src/kernels/{c.name}"] = c
+    if board.dsp:
+        for c in sorted((fw / "src" / "kernels" / "dsp").glob("*.c")):
+            if not c.stem.endswith("_bench"):
+                out[f"src/kernels/dsp/{c.name}"] = c
+    if not any(k.startswith("src/kernels/") for k in out):
+        raise ProjectError(f"{fw}: no firmware kernels found; reinstall microtrain")
+    return out
+
+
+def toolchain(board) -> dict[str, Any]:
+    """Cross prefix, target flags (soft and, on FPU cores, hard float ABI) and defines of ``board``."""
+    flags = board.gcc_flags(hard_float=False)
+    if board.arch == "riscv":
+        flags = flags + ["-ffreestanding"]  # Debian's riscv64-unknown-elf ships picolibc, no hosted libc
+    hard = board.gcc_flags(hard_float=True) if board.arch == "arm" and board.fpu != "none" else None
+    return {"cross": CROSS[board.arch], "target": flags, "target_hard": hard,
+            "defines": ["-DMT_USE_DSP"] if board.dsp else []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Makefile and README
+# ---------------------------------------------------------------------------------------------
+def makefile(gen: Generated, board, sources: list[str]) -> str:
+    tc = toolchain(board)
+    srcs = " \\\n       ".join(["mt_model.c"] + [s for s in sources if s.endswith(".c")])
+    hdrs = " \\\n       ".join(["mt_model.h"] + [s for s in sources if s.endswith(".h")])
+    if tc["target_hard"]:
+        target = (f"FLOAT_ABI ?= soft\n"
+                  f"ifeq ($(FLOAT_ABI),hard)\n"
+                  f"TARGET   = {' '.join(tc['target_hard'])}\n"
+                  f"else\n"
+                  f"TARGET   = {' '.join(tc['target'])}\n"
+                  f"endif\n")
+        abi = "; FLOAT_ABI=hard for a hard-float firmware (the kernels use no float either way)"
+    else:
+        target = f"TARGET   = {' '.join(tc['target'])}\n"
+        abi = ""
+    return f"""# Makefile: {LIBRARY} of model {gen.hash} for {board.name} ({board.core}, {board.isa}),
+# written by microtrain ({GENERATOR}). Override variables on the command line instead of editing:
+#   make                      build {LIBRARY} (the program + the kernels it may call)
+#   make size                 text/data/bss of every object in the archive
+#   make OPT=-O2              faster, larger code (default -Os: what `microtrain plan` budgets)
+#   make CROSS=/opt/bin/{tc['cross']}   another toolchain{abi}
+#   make EXTRA_CFLAGS='-include mt_port.h'   port hooks (README.md)
+# Link {LIBRARY} into the firmware with -Wl,--gc-sections: only the referenced kernels stay.
+
+CROSS    ?= {tc['cross']}
+CC       = $(CROSS)gcc
+AR       = $(CROSS)ar
+SIZE     = $(CROSS)size
+{target}OPT      ?= {OPT}
+DEFS     = {' '.join(tc['defines'])}
+CFLAGS   = {' '.join(COMMON_CFLAGS)} $(OPT) $(TARGET) $(DEFS) -I. -Iinclude $(EXTRA_CFLAGS)
+
+SRCS   = {srcs}
+HDRS   = {hdrs}
+OBJS   = $(patsubst %.c,build/%.o,$(SRCS))
+
+all: {LIBRARY}
+
+{LIBRARY}: $(OBJS)
+\t@rm -f $@
+\t$(AR) rcs $@ $(OBJS)
+
+build/%.o: %.c $(HDRS) Makefile
+\t@mkdir -p $(dir $@)
+\t$(CC) $(CFLAGS) -c $< -o $@
+
+size: {LIBRARY}
+\t$(SIZE) -t {LIBRARY}
+
+clean:
+\trm -rf build {LIBRARY}
+
+.PHONY: all size clean
+"""
+
+
+def readme(gen: Generated, board) -> str:
+    m = gen.manifest
+    return f"""# Training program {gen.hash} for {board.name}
+
+Generated by microtrain ({GENERATOR}); regenerate with `microtrain compile`, do not edit.
+`make` builds `{LIBRARY}` ({board.core}{', DSP kernels' if board.dsp else ''}); link it into your
+firmware with `-Wl,--gc-sections` and include `mt_model.h` (add `-I<this folder> -I<this folder>/include`).
+SRAM: arena {m['arena_bytes']} B (static, inside mt_model.c) + persistent {m['persistent_bytes']} B.
+
+C API (`mt_model.h`; every call returns `MT_OK` (0) or `MT_ERR_ARG`, no malloc, not reentrant):
+- `mt_init(seed, total_steps)`: trained parameters from flash to SRAM, optimizer and PRNG state;
+  `total_steps` sets the cosine learning-rate schedule. Call once before anything else.
+- `mt_train_step(x, labels, &metrics)`: one SGD step on `MT_BATCH` int8 samples
+  (`MT_BATCH * MT_INPUT_BYTES` bytes, NHWC, quantized with the model's input scale/zero point).
+- `mt_infer(x, logits)`: `MT_NUM_CLASSES` int8 logits of one sample, current parameters.
+- `mt_eval(x, label, &predicted, &correct)`: predicted class of one sample and whether it is right.
+- `mt_params_get(buf, cap)` / `mt_params_set(buf, size)`: checkpoint of `MT_PARAMS_BYTES` bytes
+  (magic "MTCK", model hash, step, PRNG state, trained tensors; layout in `mt_model.json`);
+  `mt_params_set` rejects a checkpoint of another model or schedule.
+
+Port hooks (`mt_port.h`, yours): define them in a header passed with
+`make EXTRA_CFLAGS='-include mt_port.h'` (and the same flag in your firmware build).
+- `MT_CYCLES()`: a free-running 32-bit cycle counter (e.g. `DWT->CYCCNT`); `metrics.cycles` of a
+  step is its difference. Default `0u` (no counter).
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def is_previous_output(path: Path) -> bool:
+    """True when ``path`` holds an ``mt_model.json`` written by a microtrain generator."""
+    try:
+        meta = json.loads((path / "mt_model.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and str(meta.get("generator", "")).startswith("microtrain")
+
+
+def _check_target(out: Path, force: bool) -> None:
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise ProjectError(f"{out}: refusing to replace a folder that contains the current directory; "
+                           f"choose another output folder")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ProjectError(f"{out}: exists and is not a folder; choose another output folder")
+    if force or not any(out.iterdir()) or is_previous_output(out):
+        return
+    raise ProjectError(f"{out}: folder is not empty and is not a microtrain output (no mt_model.json of "
+                       f"microtrain); choose another output folder or pass --force to replace it")
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def project_files(gen: Generated, board) -> dict[str, bytes]:
+    """Project-relative path -> content of every file :func:`write_project` writes."""
+    runtime = runtime_sources(board)
+    files: dict[str, bytes] = {}
+    for name in MODEL_FILES:
+        if name not in gen.files:
+            raise ProjectError(f"generated program lacks {name}")
+        files[name] = gen.files[name].encode()
+    for rel, src in runtime.items():
+        files[rel] = src.read_bytes()
+    files["Makefile"] = makefile(gen, board, list(runtime)).encode()
+    files["README.md"] = readme(gen, board).encode()
+    return dict(sorted(files.items()))
+
+
+def write_project(gen: Generated, board, out_dir: str | os.PathLike, force: bool = False) -> list[Path]:
+    """Write the buildable folder of ``gen`` for ``board`` (a :class:`~microtrain.host.boards.Board`)
+    to ``out_dir``; return the written files (sorted). Raises :class:`ProjectError` when
+    ``out_dir`` exists, is non-empty and is not a previous microtrain output (unless ``force``), or
+    cannot be written."""
+    out = Path(out_dir).expanduser().resolve()
+    _check_target(out, force)
+    files = project_files(gen, board)
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise ProjectError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
+    old: Path | None = None
+    try:
+        dmode, fmode = 0o777 & ~_umask(), 0o666 & ~_umask()
+        os.chmod(tmp, dmode)
+        for rel, data in files.items():
+            p = tmp / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+            os.chmod(p, fmode)
+        if out.exists() or out.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.rmdir(old)
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if old is not None:
+                os.rename(old, out)
+                old = None
+            raise
+    except OSError as e:
+        raise ProjectError(f"{out}: cannot write the output folder ({e.strerror or e})") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    return [out / rel for rel in files]
