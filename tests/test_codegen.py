@@ -8,6 +8,7 @@ also runs under ASan/UBSan (fewer steps).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import subprocess
@@ -111,6 +112,51 @@ def test_random_architectures_c_equal_numpy(seed, sched):
     skw = dict(skw)
     kind = skw.pop("kind")
     run_both(graph, Schedule(kind, **skw), x, y, dict(tkw), what=f"arch {seed} {sid}")
+
+
+@pytest.mark.skipif(SANITIZE, reason="large model: the example and random architectures cover the sanitizers")
+def test_mobilenetv2_c_equals_numpy(tmp_path):
+    """MobileNetV2-w0.35 (32x32) under the MIT-style sparse scheme: in-place depthwise, in-place
+    residual adds, pointwise fast paths, weights split SRAM/flash: the same integers."""
+    pytest.importorskip("torch")
+    from models.mobilenetv2 import build_mobilenetv2_onnx
+
+    from microtrain.compiler.frontend import load_model
+    from microtrain.compiler.quantize import quantize_graph
+    from microtrain.host.schedule_options import parse_update
+
+    g = load_model(build_mobilenetv2_onnx(tmp_path / "m.onnx", width=0.35, resolution=32))
+    x = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    q = quantize_graph(g, x)
+    y = np.arange(8) % 10
+    sched = Schedule("sparse", bias_last=20, update=parse_update("-1:1,-3:0.25,-5:0.25,-6:0.25,-8:0.25"))
+    ref, eng, moved, _ = run_both(q, sched, x, y, dict(remedy="stochastic", seed=1, lr=0.05), steps=4,
+                                  what="mobilenetv2")
+    assert len(moved) >= 5
+    log = eng.gen.memory.model.options["inplace_log"]
+    ops = {eng.gen.memory.model.steps[k].op for k, _, _ in log}
+    assert {"depthwise_conv2d", "add"} <= ops, ops
+    assert any(r is not None for r in eng.gen.manifest["sram_rows"].values())  # a split weight
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_planner_scratch_mirrors_the_kernels(digits, seed):
+    """Every step's scratch as the planner laid it out equals what the kernel's *_scratch_bytes
+    companion asks for with the same arguments (generated mt_check_scratch, compiled in)."""
+    if seed == 0:
+        graph = digits[0]
+        scheds = [Schedule("full"), Schedule("hybrid"), Schedule("fg", fg=FGOptions(m=2, batch=3))]
+    else:
+        graph = quantized(random_spec(seed))[0]
+        scheds = [Schedule(kind, **{k: v for k, v in skw.items() if k != "kind"})
+                  for _, skw, _ in SCHEDULES for kind in [skw["kind"]]][::2]
+    for i, sched in enumerate(scheds):
+        for loss_input in (("int8", "acc") if seed == 0 else (("int8", "acc")[i % 2],)):
+            eng = NativeTrainer(graph, sched, loss_input=loss_input, extra_flags=("-DMT_CHECK_SCRATCH",))
+            eng.lib.mt_check_scratch.restype = ctypes.c_int32
+            bad = eng.lib.mt_check_scratch()
+            assert bad == -1, f"{sched.kind}: step {bad} {eng.gen.memory.model.steps[bad].label}"
+            assert eng.gen.files["mt_model.c"].count("MT_A4(") > 2
 
 
 def test_arena_is_the_planned_arena(digits):

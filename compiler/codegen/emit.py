@@ -136,6 +136,12 @@ class _Emitter:
             if st.kind in ("grad_input", "update"):
                 self.first_bwd.setdefault(st.node, st.index)
         self.updated = {st.node for st in self.mm.steps if st.kind == "update"}
+        self.checks: list[str] = []  # scratch sizes the kernels' *_scratch_bytes companions report
+
+    def check(self, st, expr: str, planned: int, setup: str = "") -> None:
+        """Record that the kernel call of step ``st`` needs ``expr`` bytes where the planner laid
+        out ``planned`` (compiled into mt_check_scratch() under MT_CHECK_SCRATCH)."""
+        self.checks.append(f"    {{ {setup}if (MT_A4({expr}) != {planned}u) {{ return {st.index}; }} }}")
 
     # ---- names ----
     def _id(self, tensor: str) -> str:
@@ -261,7 +267,10 @@ class _Emitter:
                     cp = self.const(f"{k}_conv", f"static const mt_conv_params {k}_conv = {{{p['in_zp']}, {p['out_zp']}, "
                                     f"{{{sh}, {sw}}}, {{{dh}, {dw}}}, {{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}, {split}}};")
                     if is_pointwise(self.g, node):
-                        row = self.parts(st, scratch_layout(self.g, "forward", node, {}))["row"]
+                        lay = dict(scratch_layout(self.g, "forward", node, {}))
+                        row = self.parts(st, list(lay.items()))["row"]
+                        self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", lay["row"],
+                                   f"const mt_dims di = {self.dims(x, '1')}, df = {{{', '.join(map(str, wt.shape))}}}; ")
                         body.append(f"MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)({row}, &{cp}, &{q}, &di, {self.ptr(x)}, "
                                     f"&df, {w}, {b}, &dout, {self.ptr(y)}));")
                     else:
@@ -276,6 +285,8 @@ class _Emitter:
                         ysh = self.g.tensors[node.outputs[0]].shape
                         rows = depthwise_inplace_rows(xs[1], xs[2], ysh[1], ysh[2], xs[3], sh, t)
                         ring = self.parts(st, [("ring", _a4(rows * ysh[2] * ysh[3]))])["ring"]
+                        self.check(st, f"mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(&dout, {rows})",
+                                   _a4(rows * ysh[2] * ysh[3]), f"const mt_dims dout = {self.dims(y, '1')}; ")
                         del ys
                         body.append(f"MT_TRY(mt_depthwise_conv2d_fwd_s8_inplace(&{dp}, &{q}, &di, {self.ptr(x)}, &df, "
                                     f"{w}, {b}, &dout, (int8_t *){ring}, {rows}));")
@@ -392,6 +403,9 @@ class _Emitter:
             tp = self.train_params(node, k)
             w, _ = self.weight(node.inputs[1], "weight")
             gs = f"(int16_t *){sp['gs']}" if "gs" in sp else g
+            fn = "mt_fully_connected_bwd_input_s16" if node.op == "fully_connected" else "mt_conv2d_bwd_input_s16"
+            lay = dict(layout)
+            self.check(st, f"{fn}_scratch_bytes(&{tp}, {0 if 'gs' in sp else 1}, 1)", lay["acc"] + lay.get("gs", 0))
             body.append(f"MT_TRY(MT_KERNEL(mt_{self.kname(node)}_bwd_input_s16)(&{tp}, {gs}, (int32_t *){sp['acc']}, {g}, *{ge}, "
                         f"{w}, {dst}, {dste}));")
         elif node.op in ("max_pool2d", "avg_pool2d"):
@@ -465,7 +479,10 @@ class _Emitter:
             body.append(f"    MT_TRY(mt_bias_update_s32(&{u}, &{ss}, {pixels}, {c}, {rows}, {g}, *{ge}, {w}, NULL, NULL));")
         else:
             tp = self.train_params(node, k)
-            acc = self.parts(st, scratch_layout(self.g, "update", node, {"input": 1, "rows": rows}))["acc"]
+            lay = scratch_layout(self.g, "update", node, {"input": 1, "rows": rows})
+            acc = self.parts(st, lay)["acc"]
+            kn = {"fully_connected": "fully_connected", "depthwise_conv2d": "depthwise_conv2d"}.get(node.op, "conv2d")
+            self.check(st, f"mt_{kn}_update_s8_scratch_bytes(&{tp}, {rows})", dict(lay)["acc"])
             body.append(f"    MT_TRY(MT_KERNEL(mt_{self.kname(node)}_update_s8)(&{tp}, &{u}, &{ss}, {rows}, (int32_t *){acc}, {g}, "
                         f"*{ge}, {self.ptr(node.inputs[0])}, {w}, NULL, NULL));")
         body.append("}")
@@ -475,7 +492,9 @@ class _Emitter:
         """Softmax cross-entropy of ``batch`` samples; sets loss_mean and corr[]."""
         C = _numel(self.g.tensors[self.tr.program.logits].shape)
         acc = self.tr.loss_input == "acc"
-        sp = self.parts(st, loss_layout(C, batch, acc, grad_buf))
+        lay = loss_layout(C, batch, acc, grad_buf)
+        sp = self.parts(st, lay)
+        self.check(st, f"mt_softmax_ce_scratch_bytes({batch}, {C})", dict(lay)["buf"])
         p = self.tr._loss_prep(self.tr.loss_input, batch)
         bp = f"{{{p['batch']}, {p['inv_batch_mult']}, {p['inv_batch_shift']}, {p['batch_log2']}}}"
         if grad_buf:
@@ -511,7 +530,9 @@ class _Emitter:
     def fg_loss(self, st) -> list[str]:
         C = _numel(self.g.tensors[self.tr.program.logits].shape)
         B = self.B
-        sp = self.parts(st, loss_layout(C, B, False, True))
+        lay = loss_layout(C, B, False, True)
+        sp = self.parts(st, lay)
+        self.check(st, f"mt_softmax_ce_scratch_bytes({B}, {C})", dict(lay)["buf"])
         p = self.tr._loss_prep("acc", B)
         bp = f"{{{p['batch']}, {p['inv_batch_mult']}, {p['inv_batch_shift']}, {p['batch_log2']}}}"
         cm = self.arr("int32_t", f"ce_acc{B}_mult", p["mult"])
@@ -927,6 +948,18 @@ mt_status mt_eval(const int8_t *x, int32_t label, int32_t *predicted, int32_t *c
     }}
     return MT_OK;
 }}
+
+#ifdef MT_CHECK_SCRATCH
+#define MT_A4(n) (((size_t)(n) + 3u) & ~(size_t)3u)
+/* Test hook: -1 when every kernel's *_scratch_bytes companion, called with the step's own
+ * arguments, equals the scratch the planner laid out for it; else the first step that differs. */
+int32_t mt_check_scratch(void);
+int32_t mt_check_scratch(void)
+{{
+{chr(10).join(em.checks)}
+    return -1;
+}}
+#endif
 
 static const uint8_t mt_hash[16] = {{{", ".join(str(b) for b in em.hash.encode())}}};
 

@@ -117,7 +117,8 @@ class NativeTrainer:
     def __init__(self, graph, plan, lr: float | None = None, momentum: float = 0.0, seed: int = 0,
                  lr_schedule: str = "constant", total_steps: int | None = None, accumulate: int = 1,
                  fg_lr: float | None = None, qas: bool | None = None, remedy: str = "master",
-                 loss_input: str = "int8", sanitize: bool = False, generated: Generated | None = None):
+                 loss_input: str = "int8", sanitize: bool = False, generated: Generated | None = None,
+                 extra_flags: tuple[str, ...] = ()):
         self.gen = generated or generate(graph, plan, lr=lr, fg_lr=fg_lr, momentum=momentum, lr_schedule=lr_schedule,
                                          qas=qas, remedy=remedy, loss_input=loss_input, accumulate=accumulate)
         self.ref = self.gen.trainer  # host constants, host-side sample preparation
@@ -125,7 +126,7 @@ class NativeTrainer:
         self.warnings = list(self.ref.warnings)
         self.seed = int(seed) & 0xFFFFFFFF
         self.total_steps = int(total_steps) if total_steps else 1
-        self.lib_path = build_library(self.gen, sanitize=sanitize)
+        self.lib_path = build_library(self.gen, sanitize=sanitize, extra_flags=tuple(extra_flags))
         # the program's state is static: each trainer loads its own copy of the library (a
         # second dlopen of one path would share it), unlinked once loaded
         with tempfile.TemporaryDirectory(prefix="mt-native-") as tmp:
