@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = ROOT / "firmware"
 INCLUDE = FIRMWARE / "include"
 KERNELS = FIRMWARE / "src" / "kernels"
+#: Arm DSP-extension variants of the hot kernels (``mt_<op>_<pass>_<dtype>_dsp.c``)
+DSP_KERNELS = KERNELS / "dsp"
 CACHE = ROOT / "build" / "ctest"
 
 HOST_CC = os.environ.get("MT_HOST_CC", "gcc")
@@ -48,6 +50,8 @@ SANITIZE = os.environ.get("MT_SANITIZE", "") not in ("", "0")
 
 CROSS_TARGETS = {
     "cortex-m4": ("arm-none-eabi-gcc", ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft")),
+    "cortex-m7": ("arm-none-eabi-gcc", ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=soft")),
+    "cortex-m33": ("arm-none-eabi-gcc", ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=soft")),
     "cortex-m0plus": ("arm-none-eabi-gcc", ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft")),
     "rv32imac": ("riscv64-unknown-elf-gcc", ("-march=rv32imac", "-mabi=ilp32", "-ffreestanding")),
 }
@@ -152,8 +156,8 @@ def run_sanitized_pytest(testfile: Path | str, *args: str, timeout: float = 300)
 
 def cross_compile_check(sources: Iterable[Path | str], target: str, extra_flags: Sequence[str] = (),
                         out_dir: Path | str | None = None) -> list[Path]:
-    """Compile each source to an object for ``target`` (``cortex-m4``, ``cortex-m0plus``,
-    ``rv32imac``) with ``-c -std=c99 -O2 -Wall -Wextra -Werror`` (+ ``extra_flags``); raise
+    """Compile each source to an object for ``target`` (``cortex-m4``, ``cortex-m7``, ``cortex-m33``,
+    ``cortex-m0plus``, ``rv32imac``) with ``-c -std=c99 -O2 -Wall -Wextra -Werror`` (+ ``extra_flags``); raise
     BuildError on any diagnostic. ``pytest.skip`` when the cross compiler is not installed.
 
     Objects go to ``out_dir`` (returned, e.g. for ``nm``) or to a temporary directory that is

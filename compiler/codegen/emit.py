@@ -546,6 +546,9 @@ class _Emitter:
 
 # ---------------------------------------------------------------------------------------------
 def _check(graph: Graph, tr: Int8Trainer, accumulate: int) -> None:
+    if not tr.slices:
+        raise CodegenError(f"schedule {tr.plan.schedule.kind!r} trains nothing: there is no training program to emit "
+                           "(choose sparse, bias, last-k, full, fg or hybrid)")
     if accumulate != 1:
         raise CodegenError(f"--accumulate {accumulate}: the C engine applies every step's gradient (accumulate 1); "
                            "gradient accumulation runs in the numpy engine only")

@@ -27,7 +27,7 @@ from ..train_int import StepResult
 from .emit import CHECKPOINT_HEADER, Generated, generate
 
 HOST_CC = os.environ.get("MT_HOST_CC", "gcc")
-FLAGS = ("-std=c99", "-O2", "-fPIC", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Werror")
+FLAGS = ("-std=c99", "-O3", "-fPIC", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Werror")
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g")
 
 

@@ -490,31 +490,82 @@ def _static_memory(graph: Graph, plan: TrainPlan, fg_layers, remedy: str, moment
     return pers, flash
 
 
-#: estimated Thumb-2 code bytes per kernel (-Os, Cortex-M4), by op and pass; refined against
-#: arm-none-eabi-size of real builds (bench/memory.py reports both)
+#: code bytes per C kernel (Thumb-2, -Os, Cortex-M4 with the DSP variants where one exists), by op
+#: and pass ("fwd", "bwd" = input gradient, "update" = weight rows), each counted once however often
+#: it is called; pseudo-ops: "bias" (bias update), "engine" (loss, gradient format, lr schedule,
+#: activation masks), "fg" (perturb / sign update). Measured with arm-none-eabi-size of the
+#: generated program's objects (bench/flash.py, bench/results/flash.json).
 KERNEL_CODE = {
-    ("conv2d", "fwd"): 700, ("depthwise_conv2d", "fwd"): 600, ("fully_connected", "fwd"): 300,
-    ("add", "fwd"): 250, ("relu", "fwd"): 60, ("relu6", "fwd"): 60, ("max_pool2d", "fwd"): 250,
-    ("avg_pool2d", "fwd"): 300, ("mean", "fwd"): 250, ("softmax", "fwd"): 700, ("pad", "fwd"): 200,
-    ("reshape", "fwd"): 0, ("quantize", "fwd"): 0, ("dequantize", "fwd"): 0,
-    ("conv2d", "bwd"): 1400, ("depthwise_conv2d", "bwd"): 1200, ("fully_connected", "bwd"): 700,
-    ("add", "bwd"): 300, ("relu", "bwd"): 100, ("relu6", "bwd"): 100, ("max_pool2d", "bwd"): 300,
-    ("avg_pool2d", "bwd"): 300, ("mean", "bwd"): 250, ("pad", "bwd"): 150, ("reshape", "bwd"): 0,
+    ("conv2d", "fwd"): 1384, ("pointwise_conv2d", "fwd"): 1004, ("depthwise_conv2d", "fwd"): 1224,
+    ("fully_connected", "fwd"): 920, ("add", "fwd"): 910, ("relu", "fwd"): 332, ("relu6", "fwd"): 332,
+    ("max_pool2d", "fwd"): 408, ("avg_pool2d", "fwd"): 470, ("mean", "fwd"): 436, ("softmax", "fwd"): 700,
+    ("pad", "fwd"): 346, ("reshape", "fwd"): 0, ("quantize", "fwd"): 0, ("dequantize", "fwd"): 0,
+    ("conv2d", "bwd"): 802, ("pointwise_conv2d", "bwd"): 168, ("depthwise_conv2d", "bwd"): 764,
+    ("fully_connected", "bwd"): 936, ("add", "bwd"): 992, ("relu", "bwd"): 46, ("relu6", "bwd"): 46,
+    ("max_pool2d", "bwd"): 846, ("avg_pool2d", "bwd"): 1040, ("mean", "bwd"): 578, ("pad", "bwd"): 192,
+    ("reshape", "bwd"): 0,
+    ("conv2d", "update"): 1716, ("pointwise_conv2d", "update"): 180, ("depthwise_conv2d", "update"): 1768,
+    ("fully_connected", "update"): 1910, ("bias", "update"): 872,
+    ("engine", "bp"): 432,  # gradient headroom/renormalize, ReLU mask pack/apply
+    ("fg", "weights"): 1248, ("fg", "biases"): 950, ("fg", "loss"): 744,  # update+perturb s8 / s32, acc loss
 }
-ENGINE_CODE = 1500  # step driver, loss, SGD/remedies, gradient format, lr schedule
-FG_CODE = 800  # perturb/restore, PRNG stream, sign update
-CALL_CODE = 40  # one kernel call with its parameter struct pointers
+#: the program's fixed code: softmax cross-entropy, Q31 gradient scaling, lr schedule, mt_init,
+#: mt_infer/mt_eval, checkpoint get/set, the step driver
+ENGINE_CODE = 2650
+#: forward-gradient driver (perturbation passes, loss differences, sign updates)
+FG_CODE = 300
+#: generated code (and the flash parameter structs) per call site: a forward op (inlined in the
+#: training step and in mt_infer; once more in the perturbed passes of forward gradient), a backward
+#: step, and per trained tensor (copy to SRAM, update with lr/QAS/remedy, checkpoint get/set)
+CALL_CODE = {"forward": 158, "forward_fg": 212, "backward": 76, "tensor": 230, "fg_tensor": 265}
 
 
 def code_estimate(graph: Graph, plan: TrainPlan, fg_layers) -> int:
+    """Flash bytes of the generated program's code: the kernels it calls, the engine, and its call
+    sites (Cortex-M4, -Os; calibrated on bench/flash.py, within 10% of the measured total flash
+    of the example model)."""
+    nodes = {n.name: n for n in graph.nodes}
+
+    def kop(node) -> str:
+        return "pointwise_conv2d" if is_pointwise(graph, node) else node.op
+
     used: set[tuple[str, str]] = set()
+    n_fwd = 0
     for n in graph.nodes:
-        used.add((n.op, "fwd"))
+        op = kop(n)
+        used.add((op, "fwd"))
+        n_fwd += n.op not in ("reshape", "quantize", "dequantize")
     prog = build_program(graph, plan)
-    for s in prog.backward_steps:
-        used.add((s.op, "bwd"))
-    code = sum(KERNEL_CODE.get(k, 400) for k in used) + ENGINE_CODE + CALL_CODE * (len(graph.nodes)
-                                                                                  + len(prog.backward_steps))
-    if fg_layers:
-        code += FG_CODE
+    bwd = [s for s in prog.backward_steps if s.op != "reshape"]
+    layers = {lt.node: lt for lt in plan.layers}
+    for s in bwd:
+        op = kop(nodes[s.node]) if s.node in nodes else s.op
+        lt = layers.get(s.node)
+        if s.kind == "update" and lt is not None:
+            if lt.bias_rows:
+                used.add(("bias", "update"))
+            if not lt.weight_rows:
+                continue
+        p = "update" if s.kind == "update" else "bwd"
+        used.add((op, p))
+        if op == "pointwise_conv2d":  # the 1x1 kernels run on the fully-connected ones
+            used.add(("fully_connected", p))
+    trained = [lt for lt in plan.layers if lt.trainable]
+    bp = [lt for lt in trained if lt.method == "bp"]
+    fg = [lt for lt in trained if lt.method == "fg"]
+    if bp:
+        used.add(("engine", "bp"))
+    code = ENGINE_CODE + CALL_CODE["backward"] * len(bwd)
+    code += CALL_CODE["tensor"] * sum((lt.weight_rows > 0) + (lt.bias_rows > 0) for lt in bp)
+    if fg_layers or fg:
+        used.add(("fg", "loss"))
+        if any(lt.weight_rows for lt in fg):
+            used.add(("fg", "weights"))
+        if any(lt.bias_rows for lt in fg):
+            used.add(("fg", "biases"))
+        code += FG_CODE + CALL_CODE["forward_fg"] * n_fwd
+        code += CALL_CODE["fg_tensor"] * sum((lt.weight_rows > 0) + (lt.bias_rows > 0) for lt in fg)
+    else:
+        code += CALL_CODE["forward"] * n_fwd
+    code += sum(KERNEL_CODE.get(k, 400) for k in used)
     return code

@@ -42,10 +42,23 @@ mt_status mt_fully_connected_bwd_input_s16(const mt_fc_train_params *p, int16_t 
     }
     mt_grad_mul_q31_s16(nb * cout, cout, g, g_e, p->w_mult, p->w_shift, gs, &gs_e);
     mt_grad_headroom_s16(p->w_bits, cout, nb * cout, gs, &gs_e);
-    if (acc != NULL) {
+    if (acc != NULL) { /* scatter: acc[n, :] += gs[n, o] * (w[o, :] - w_zp), rows contiguous */
+        int32_t o;
+        for (k = 0; k < nb * cin; ++k) {
+            acc[k] = 0;
+        }
         for (n = 0; n < nb; ++n) {
-            for (k = 0; k < cin; ++k) {
-                acc[(size_t)n * (size_t)cin + (size_t)k] = dx_dot(p, gs + (size_t)n * (size_t)cout, w, k);
+            int32_t *a = acc + (size_t)n * (size_t)cin;
+            for (o = 0; o < cout; ++o) {
+                const int32_t gv = gs[(size_t)n * (size_t)cout + (size_t)o];
+                const int8_t *row;
+                if (gv == 0) {
+                    continue;
+                }
+                row = mt_wrow(w, &p->split, o, (size_t)cin);
+                for (k = 0; k < cin; ++k) {
+                    a[k] += gv * ((int32_t)row[k] - p->w_zp);
+                }
             }
         }
         return mt_grad_renormalize_s32(nb * cin, acc, gs_e, gx, gx_e);

@@ -60,6 +60,50 @@ static int32_t gather(const mt_pool_train_params *p, const int8_t *x, const int1
     return acc;
 }
 
+/* Windows that do not overlap (stride >= window): every input is in at most one window, so each
+ * window's gradient lands on its first maximum alone. Same integers as the gather form. */
+static void scatter_disjoint(const mt_pool_train_params *p, const int8_t *x, const int16_t *g,
+                             int32_t sh, int32_t s, int16_t *gx)
+{
+    const int32_t xsize = p->in.n * p->in.h * p->in.w * p->in.c;
+    int32_t i, n, oh, ow, c, idx = 0;
+    for (i = 0; i < xsize; ++i) {
+        gx[i] = 0;
+    }
+    for (n = 0; n < p->out.n; ++n) {
+        for (oh = 0; oh < p->out.h; ++oh) {
+            for (ow = 0; ow < p->out.w; ++ow) {
+                for (c = 0; c < p->out.c; ++c, ++idx) {
+                    int32_t ti, tj, best = -1000;
+                    size_t at = 0u;
+                    for (ti = 0; ti < p->kernel.h; ++ti) {
+                        const int32_t h = oh * p->stride.h + ti - p->padding.top;
+                        if (h < 0 || h >= p->in.h) {
+                            continue;
+                        }
+                        for (tj = 0; tj < p->kernel.w; ++tj) {
+                            const int32_t w = ow * p->stride.w + tj - p->padding.left;
+                            size_t k;
+                            if (w < 0 || w >= p->in.w) {
+                                continue;
+                            }
+                            k = (((size_t)n * (size_t)p->in.h + (size_t)h) * (size_t)p->in.w + (size_t)w) *
+                                    (size_t)p->in.c + (size_t)c;
+                            if (x[k] > best) {
+                                best = x[k];
+                                at = k;
+                            }
+                        }
+                    }
+                    if (best > -1000) {
+                        gx[at] = (int16_t)mt_rshift_round32(mt_rshift_round32(g[idx], sh), s);
+                    }
+                }
+            }
+        }
+    }
+}
+
 mt_status mt_max_pool2d_bwd_input_s16(const mt_pool_train_params *p, const int8_t *x,
                                       const int16_t *g, int32_t g_e, int16_t *gx, int32_t *gx_e)
 {
@@ -78,6 +122,18 @@ mt_status mt_max_pool2d_bwd_input_s16(const mt_pool_train_params *p, const int8_
     }
     sh = mt_grad_headroom_shift(amax, 0, fan);
     amax = 0u;
+    if (p->stride.h >= p->kernel.h && p->stride.w >= p->kernel.w && p->padding.top < p->kernel.h &&
+        p->padding.left < p->kernel.w) {
+        /* every window has a valid tap and routes its whole gradient to one input */
+        for (i = 0; i < gsize; ++i) {
+            const uint32_t a = mt_uabs32(mt_rshift_round32(g[i], sh));
+            amax = (a > amax) ? a : amax;
+        }
+        s = mt_grad_renorm_shift(amax);
+        scatter_disjoint(p, x, g, sh, s, gx);
+        *gx_e = g_e + sh + s;
+        return MT_OK;
+    }
     for (pass = 0; pass < 2; ++pass) { /* pass 0: max |acc|; pass 1: recompute, write */
         for (n = 0, idx = 0; n < p->in.n; ++n) {
             for (h = 0; h < p->in.h; ++h) {
