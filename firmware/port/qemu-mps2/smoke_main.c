@@ -1,0 +1,82 @@
+/* Device smoke run: MT_SMOKE_STEPS training steps of the generated program on samples compiled in
+ * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting:
+ *   "STEP <t> <loss_q16> <correct> <skipped>\n" per step, "CK <hex>\n", "END\n".
+ * The host compares the checkpoint with the numpy engine's, byte for byte. */
+#include <stdint.h>
+
+#include "mt_model.h"
+#include "mt_smoke_data.h"
+
+void mt_port_write(const char *s);
+
+static char line[4096 + 16];
+
+static char *put_u32(char *p, uint32_t v)
+{
+    char tmp[11];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v != 0u);
+    while (n > 0) {
+        *p++ = tmp[--n];
+    }
+    return p;
+}
+
+static char *put_i32(char *p, int32_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return put_u32(p, (uint32_t)0 - (uint32_t)v);
+    }
+    return put_u32(p, (uint32_t)v);
+}
+
+static uint8_t ck[MT_PARAMS_BYTES];
+
+int main(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    int32_t t;
+    uint32_t i;
+    mt_init(MT_SMOKE_SEED, MT_SMOKE_TOTAL);
+    for (t = 0; t < MT_SMOKE_STEPS; ++t) {
+        mt_metrics m;
+        char *p = line;
+        if (mt_train_step(mt_smoke_x + (uint32_t)t * MT_BATCH * MT_INPUT_BYTES, mt_smoke_y + (uint32_t)t * MT_BATCH,
+                          &m) != MT_OK) {
+            mt_port_write("ERROR mt_train_step\n");
+            return 1;
+        }
+        p = put_u32(p, (uint32_t)t);
+        *p++ = ' ';
+        p = put_i32(p, m.loss_q16);
+        *p++ = ' ';
+        p = put_i32(p, m.correct);
+        *p++ = ' ';
+        p = put_i32(p, m.skipped);
+        *p++ = '\n';
+        *p = '\0';
+        mt_port_write("STEP ");
+        mt_port_write(line);
+    }
+    if (mt_params_get(ck, sizeof(ck)) != MT_OK) {
+        mt_port_write("ERROR mt_params_get\n");
+        return 1;
+    }
+    mt_port_write("CK ");
+    for (i = 0; i < sizeof(ck);) {
+        char *p = line;
+        uint32_t k;
+        for (k = 0; k < 2048u && i < sizeof(ck); ++k, ++i) {
+            *p++ = hex[ck[i] >> 4];
+            *p++ = hex[ck[i] & 15u];
+        }
+        *p = '\0';
+        mt_port_write(line);
+    }
+    mt_port_write("\nEND\n");
+    return 0;
+}
