@@ -1,6 +1,6 @@
 /* Device smoke run: MT_SMOKE_STEPS training steps of the generated program on samples compiled in
  * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting:
- *   "STEP <t> <loss_q16> <correct> <skipped>\n" per step, "CK <hex>\n", "END\n".
+ *   "STEP <t> <loss_q16> <correct> <skipped> <cycles>\n" per step, "CK <hex>\n", "END\n".
  * The host compares the checkpoint with the numpy engine's, byte for byte. */
 #include <stdint.h>
 
@@ -8,6 +8,11 @@
 #include "mt_smoke_data.h"
 
 void mt_port_write(const char *s);
+#ifdef MT_PORT_H
+#define MT_SMOKE_START_CYCLES() mt_port_cycles_start()
+#else
+#define MT_SMOKE_START_CYCLES() ((void)0)
+#endif
 
 static char line[4096 + 16];
 
@@ -42,6 +47,7 @@ int main(void)
     int32_t t;
     uint32_t i;
     mt_init(MT_SMOKE_SEED, MT_SMOKE_TOTAL);
+    MT_SMOKE_START_CYCLES();
     for (t = 0; t < MT_SMOKE_STEPS; ++t) {
         mt_metrics m;
         char *p = line;
@@ -57,6 +63,8 @@ int main(void)
         p = put_i32(p, m.correct);
         *p++ = ' ';
         p = put_i32(p, m.skipped);
+        *p++ = ' ';
+        p = put_u32(p, m.cycles);
         *p++ = '\n';
         *p = '\0';
         mt_port_write("STEP ");

@@ -12,9 +12,45 @@ static void fault_handler(void)
     mt_port_exit(3);
 }
 
+/* SysTick: 24-bit down counter on the CPU clock; the handler counts wraps */
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+static volatile uint32_t systick_wraps;
+
+static void systick_handler(void)
+{
+    systick_wraps++;
+}
+
+void mt_port_cycles_start(void);
+uint32_t mt_port_cycles(void);
+
+void mt_port_cycles_start(void)
+{
+    SYST_CSR = 0u;
+    systick_wraps = 0u;
+    SYST_RVR = 0x00FFFFFFu;
+    SYST_CVR = 0u;
+    SYST_CSR = 7u; /* enable, interrupt, processor clock */
+    while (SYST_CVR == 0u) { /* the first tick loads the reload value */
+    }
+}
+
+uint32_t mt_port_cycles(void)
+{
+    uint32_t w, v;
+    do {
+        w = systick_wraps;
+        v = SYST_CVR;
+    } while (w != systick_wraps);
+    return (w << 24) + (0x00FFFFFFu - v);
+}
+
 __attribute__((section(".vectors"), used)) static const void *const vectors[16] = {
     &_estack, (const void *)mt_reset_handler, (const void *)fault_handler, (const void *)fault_handler,
     (const void *)fault_handler, (const void *)fault_handler, (const void *)fault_handler,
+    0, 0, 0, 0, 0, 0, 0, 0, (const void *)systick_handler,
 };
 
 static int semihost(int op, const void *arg)
