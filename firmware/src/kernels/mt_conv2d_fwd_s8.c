@@ -23,23 +23,45 @@ size_t mt_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *fil
 static void gather_patch(int8_t *patch, const int8_t *in_b, int32_t in_h, int32_t in_w, int32_t in_c,
                          int32_t k_h, int32_t k_w, int32_t y0, int32_t x0, const mt_conv_params *p)
 {
-    int32_t ky, kx, c;
+    const int32_t dw = p->dilation.w;
+    const int32_t kx_first = (x0 >= 0) ? 0 : (-x0 + dw - 1) / dw;
+    const int32_t kx_lo = (kx_first < k_w) ? kx_first : k_w;
+    const int32_t kx_top = (in_w - x0 + dw - 1) / dw; /* taps [kx_lo, kx_hi) are inside the row */
+    const int32_t kx_hi = (kx_top < kx_lo) ? kx_lo : ((kx_top < k_w) ? kx_top : k_w);
+    const size_t row = (size_t)k_w * (size_t)in_c;
+    const int8_t zp = (int8_t)p->in_zp;
+    int32_t ky, kx;
+    size_t c;
     for (ky = 0; ky < k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dilation.h;
-        int8_t *dst = patch + (size_t)ky * (size_t)k_w * (size_t)in_c;
-        for (kx = 0; kx < k_w; ++kx) {
-            const int32_t ix = x0 + kx * p->dilation.w;
-            if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
-                for (c = 0; c < in_c; ++c) {
-                    dst[c] = (int8_t)p->in_zp;
-                }
-            } else {
-                const int8_t *src = in_b + ((size_t)iy * (size_t)in_w + (size_t)ix) * (size_t)in_c;
-                for (c = 0; c < in_c; ++c) {
-                    dst[c] = src[c];
+        int8_t *dst = patch + (size_t)ky * row;
+        if (iy < 0 || iy >= in_h) {
+            for (c = 0; c < row; ++c) {
+                dst[c] = zp;
+            }
+            continue;
+        }
+        for (c = 0; c < (size_t)kx_lo * (size_t)in_c; ++c) {
+            dst[c] = zp;
+        }
+        if (dw == 1) { /* the valid taps of this row are one contiguous run of the input */
+            const int8_t *src = in_b + ((size_t)iy * (size_t)in_w + (size_t)(x0 + kx_lo)) * (size_t)in_c;
+            const size_t len = (size_t)(kx_hi - kx_lo) * (size_t)in_c;
+            int8_t *d = dst + (size_t)kx_lo * (size_t)in_c;
+            for (c = 0; c < len; ++c) {
+                d[c] = src[c];
+            }
+        } else {
+            for (kx = kx_lo; kx < kx_hi; ++kx) {
+                const int8_t *src = in_b + ((size_t)iy * (size_t)in_w + (size_t)(x0 + kx * dw)) * (size_t)in_c;
+                int8_t *d = dst + (size_t)kx * (size_t)in_c;
+                for (c = 0; c < (size_t)in_c; ++c) {
+                    d[c] = src[c];
                 }
             }
-            dst += in_c;
+        }
+        for (c = (size_t)kx_hi * (size_t)in_c; c < row; ++c) {
+            dst[c] = zp;
         }
     }
 }
