@@ -97,8 +97,8 @@ mt_status mt_conv2d_fwd_s8(const mt_conv_params *p, const mt_per_channel_quant *
                            const mt_dims *filter_dims, const int8_t *w, const int32_t *bias,
                            const mt_dims *out_dims, int8_t *out);
 
-/** Scratch of mt_conv2d_fwd_s8: none (0 bytes). It uses 384 bytes of stack: a window patch of up
- *  to 256 elements (KH*KW*Cin; larger windows are read in place) and 32 weight sums. */
+/** Scratch of mt_conv2d_fwd_s8: none (0 bytes). It uses 640 bytes of stack: an int16 window patch
+ *  of up to 256 elements (KH*KW*Cin; larger windows are read in place) and 32 weight sums. */
 size_t mt_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *filter_dims);
 
 /**

@@ -14,13 +14,13 @@ size_t mt_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *fil
 
 /* Output channels per tile: the weight sums of a tile live on the stack (4 * MT_CONV_TILE bytes). */
 #define MT_CONV_TILE 32
-/* Windows of at most this many elements (KH*KW*Cin) are gathered into a stack patch, padding filled
- * with the input zero point (it contributes (zp - zp) * w = 0), so every output channel is one
- * contiguous dot product; larger windows are read in place, one run per kernel row. */
+/* Windows of at most this many elements (KH*KW*Cin) are gathered into a stack patch of int16
+ * x - in_zp, padding 0, so every output channel is one contiguous dot product; larger windows are
+ * read in place, one run per kernel row. */
 #define MT_CONV_PATCH 256
 
-/* the window of output pixel (y0, x0) into patch[KH*KW*Cin], padding = in_zp */
-static void gather_patch(int8_t *patch, const int8_t *in_b, int32_t in_h, int32_t in_w, int32_t in_c,
+/* the window of output pixel (y0, x0) into patch[KH*KW*Cin] as x - in_zp, padding 0 */
+static void gather_patch(int16_t *patch, const int8_t *in_b, int32_t in_h, int32_t in_w, int32_t in_c,
                          int32_t k_h, int32_t k_w, int32_t y0, int32_t x0, const mt_conv_params *p)
 {
     const int32_t dw = p->dilation.w;
@@ -29,45 +29,54 @@ static void gather_patch(int8_t *patch, const int8_t *in_b, int32_t in_h, int32_
     const int32_t kx_top = (in_w - x0 + dw - 1) / dw; /* taps [kx_lo, kx_hi) are inside the row */
     const int32_t kx_hi = (kx_top < kx_lo) ? kx_lo : ((kx_top < k_w) ? kx_top : k_w);
     const size_t row = (size_t)k_w * (size_t)in_c;
-    const int8_t zp = (int8_t)p->in_zp;
+    const int16_t pad = 0; /* (zp - zp): padding contributes nothing */
     int32_t ky, kx;
     size_t c;
     for (ky = 0; ky < k_h; ++ky) {
         const int32_t iy = y0 + ky * p->dilation.h;
-        int8_t *dst = patch + (size_t)ky * row;
+        int16_t *dst = patch + (size_t)ky * row;
         if (iy < 0 || iy >= in_h) {
             for (c = 0; c < row; ++c) {
-                dst[c] = zp;
+                dst[c] = pad;
             }
             continue;
         }
         for (c = 0; c < (size_t)kx_lo * (size_t)in_c; ++c) {
-            dst[c] = zp;
+            dst[c] = pad;
         }
         if (dw == 1) { /* the valid taps of this row are one contiguous run of the input */
             const int8_t *src = in_b + ((size_t)iy * (size_t)in_w + (size_t)(x0 + kx_lo)) * (size_t)in_c;
             const size_t len = (size_t)(kx_hi - kx_lo) * (size_t)in_c;
-            int8_t *d = dst + (size_t)kx_lo * (size_t)in_c;
+            int16_t *d = dst + (size_t)kx_lo * (size_t)in_c;
             for (c = 0; c < len; ++c) {
-                d[c] = src[c];
+                d[c] = (int16_t)((int32_t)src[c] - p->in_zp);
             }
         } else {
             for (kx = kx_lo; kx < kx_hi; ++kx) {
                 const int8_t *src = in_b + ((size_t)iy * (size_t)in_w + (size_t)(x0 + kx * dw)) * (size_t)in_c;
-                int8_t *d = dst + (size_t)kx * (size_t)in_c;
+                int16_t *d = dst + (size_t)kx * (size_t)in_c;
                 for (c = 0; c < (size_t)in_c; ++c) {
-                    d[c] = src[c];
+                    d[c] = (int16_t)((int32_t)src[c] - p->in_zp);
                 }
             }
         }
         for (c = (size_t)kx_hi * (size_t)in_c; c < row; ++c) {
-            dst[c] = zp;
+            dst[c] = pad;
         }
     }
 }
 
 /* sum_k x[k] * w[k] over one contiguous run (vectorisable: no zero point inside the loop) */
 static int32_t dot_s8(const int8_t *x, const int8_t *w, int32_t len)
+{
+    int32_t c, a = 0;
+    for (c = 0; c < len; ++c) {
+        a += (int32_t)x[c] * (int32_t)w[c];
+    }
+    return a;
+}
+
+static int32_t dot_s16(const int16_t *x, const int8_t *w, int32_t len)
 {
     int32_t c, a = 0;
     for (c = 0; c < len; ++c) {
@@ -105,7 +114,7 @@ mt_status mt_conv2d_fwd_s8(const mt_conv_params *p, const mt_per_channel_quant *
     const int32_t in_zp = p->in_zp;
     const size_t w_len = (size_t)k_h * (size_t)k_w * (size_t)in_c;
     int32_t wsum[MT_CONV_TILE];
-    int8_t patch[MT_CONV_PATCH];
+    int16_t patch[MT_CONV_PATCH];
     int32_t b, oy, ox, o, o0;
 
     if (filter_dims->c != in_c || out_dims->c != out_c || out_dims->n != in_dims->n ||
@@ -136,8 +145,7 @@ mt_status mt_conv2d_fwd_s8(const mt_conv_params *p, const mt_per_channel_quant *
                     if (w_len <= MT_CONV_PATCH) {
                         gather_patch(patch, in_b, in_h, in_w, in_c, k_h, k_w, y0, x0, p);
                         for (o = o0; o < o1; ++o) {
-                            int32_t acc = dot_s8(patch, mt_wrow(w, &p->split, o, w_len), (int32_t)w_len) -
-                                          in_zp * wsum[o - o0];
+                            int32_t acc = dot_s16(patch, mt_wrow(w, &p->split, o, w_len), (int32_t)w_len);
                             if (bias != NULL) {
                                 acc += bias[o];
                             }
