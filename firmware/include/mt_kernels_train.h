@@ -594,6 +594,34 @@ mt_status mt_depthwise_conv2d_update_s8(const mt_conv_train_params *p, const mt_
                                         int8_t *w, int16_t *grad, int32_t *grad_e);
 
 /**
+ * @brief A pointwise (1x1, stride 1, unpadded) conv2d as a fully_connected layer over its N*H*W
+ *        pixels (same constants, same fan-in): the parameters the pointwise kernels hand to the
+ *        fully_connected ones. MT_ERR_ARG when the geometry is not pointwise.
+ */
+static inline mt_status mt_pointwise_as_fc(const mt_conv_train_params *p, mt_fc_train_params *f)
+{
+    if (p->kernel.h != 1 || p->kernel.w != 1 || p->stride.h != 1 || p->stride.w != 1 ||
+        p->padding.top != 0 || p->padding.left != 0 || p->padding.bottom != 0 ||
+        p->padding.right != 0 || p->in.n != p->out.n || p->in.h != p->out.h ||
+        p->in.w != p->out.w) {
+        return MT_ERR_ARG;
+    }
+    f->batch = p->in.n * p->in.h * p->in.w;
+    f->in_features = p->in.c;
+    f->out_features = p->out.c;
+    f->in_zp = p->in_zp;
+    f->w_zp = 0;
+    f->x_mult = p->x_mult;
+    f->x_shift = p->x_shift;
+    f->x_bits = p->x_bits;
+    f->w_mult = p->w_mult;
+    f->w_shift = p->w_shift;
+    f->w_bits = p->w_bits;
+    f->split = p->split;
+    return MT_OK;
+}
+
+/**
  * @brief Pointwise (1x1, stride 1, unpadded) conv2d input gradient: the fully_connected rule
  *        over N*H*W pixels, same integers as mt_conv2d_bwd_input_s16. MT_ERR_ARG otherwise.
  * Scratch: gs int16 [N*H*W*Cout] (may alias g), optional acc int32 [N*H*W*Cin].

@@ -11,23 +11,8 @@ mt_status mt_pointwise_conv2d_bwd_input_s16(const mt_conv_train_params *p, int16
                                             const int8_t *w, int16_t *gx, int32_t *gx_e)
 {
     mt_fc_train_params f;
-    if (p->kernel.h != 1 || p->kernel.w != 1 || p->stride.h != 1 || p->stride.w != 1 ||
-        p->padding.top != 0 || p->padding.left != 0 || p->padding.bottom != 0 ||
-        p->padding.right != 0 || p->in.n != p->out.n || p->in.h != p->out.h ||
-        p->in.w != p->out.w) {
+    if (mt_pointwise_as_fc(p, &f) != MT_OK) {
         return MT_ERR_ARG;
     }
-    f.batch = p->in.n * p->in.h * p->in.w;
-    f.in_features = p->in.c;
-    f.out_features = p->out.c;
-    f.in_zp = p->in_zp;
-    f.w_zp = 0;
-    f.x_mult = p->x_mult;
-    f.x_shift = p->x_shift;
-    f.x_bits = p->x_bits;
-    f.w_mult = p->w_mult;
-    f.w_shift = p->w_shift;
-    f.w_bits = p->w_bits;
-    f.split = p->split;
     return mt_fully_connected_bwd_input_s16(&f, gs, acc, g, g_e, w, gx, gx_e);
 }
