@@ -177,13 +177,9 @@ class _Emitter:
         n = _numel(self.g.tensors[t].shape)
         return f"((int16_t *)(mt_arena_u8 + {off}u))", f"((int32_t *)(mt_arena_u8 + {off + _a4(2 * n)}u))"
 
-    def scratch(self, step) -> tuple[int, dict[str, int]]:
-        """Arena offset of a step's scratch buffer."""
-        name = f"scratch@{step.index}:{step.op}"
-        return self.mp.arena.offsets.get(name, -1), {}
-
     def parts(self, step, layout: list[tuple[str, int]]) -> dict[str, str]:
-        base, _ = self.scratch(step)
+        """Addresses of the named parts of a step's scratch buffer (planned offset + layout)."""
+        base = self.mp.arena.offsets.get(f"scratch@{step.index}:{step.op}", -1)
         out, o = {}, 0
         for part, nb in layout:
             out[part] = f"(mt_arena_u8 + {base + o}u)"
@@ -193,7 +189,7 @@ class _Emitter:
         return out
 
     # ---- parameters ----
-    def weight(self, name: str, role: str) -> tuple[str, str]:
+    def weight(self, name: str) -> tuple[str, str]:
         """(pointer expression to pass as the kernel's weight/bias, mt_wsplit initializer)."""
         ten = self.g.tensors[name]
         ctype = "int8_t" if ten.dtype == "int8" else "int32_t"
@@ -209,7 +205,7 @@ class _Emitter:
     def value(self, t: str, ctype: str = "int8_t") -> str:
         ten = self.g.tensors[t]
         if ten.is_const:
-            return self.weight(t, "value")[0]
+            return self.weight(t)[0]
         return self.ptr(t, ctype)
 
     def dims(self, t: str, n: str = "n", act: bool = True) -> str:
@@ -242,8 +238,8 @@ class _Emitter:
         body: list[str] = []
         act_lo, act_hi = p.get("act_min", -128), p.get("act_max", 127)
         if op in ("conv2d", "depthwise_conv2d", "fully_connected"):
-            w, split = self.weight(node.inputs[1], "weight")
-            b = self.weight(node.inputs[2], "bias")[0] if len(node.inputs) > 2 and node.inputs[2] else "NULL"
+            w, split = self.weight(node.inputs[1])
+            b = self.weight(node.inputs[2])[0] if len(node.inputs) > 2 and node.inputs[2] else "NULL"
             wt = self.g.tensors[node.inputs[1]]
             q = self.quant(k, p)
             if op == "fully_connected":
@@ -281,13 +277,12 @@ class _Emitter:
                     dp = self.const(f"{k}_dw", f"static const mt_dw_conv_params {k}_dw = {{{p['in_zp']}, {p['out_zp']}, "
                                     f"{mult}, {{{sh}, {sw}}}, {{{dh}, {dw}}}, {{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}}};")
                     if self.root[x] == self.root[y]:  # in place, through a ring of output rows
-                        xs, ys = self.g.tensors[x[:-2] if x.endswith("~p") else x].shape, wt.shape
+                        xs = self.g.tensors[x[:-2] if x.endswith("~p") else x].shape
                         ysh = self.g.tensors[node.outputs[0]].shape
                         rows = depthwise_inplace_rows(xs[1], xs[2], ysh[1], ysh[2], xs[3], sh, t)
                         ring = self.parts(st, [("ring", _a4(rows * ysh[2] * ysh[3]))])["ring"]
                         self.check(st, f"mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(&dout, {rows})",
                                    _a4(rows * ysh[2] * ysh[3]), f"const mt_dims dout = {self.dims(y, '1')}; ")
-                        del ys
                         body.append(f"MT_TRY(mt_depthwise_conv2d_fwd_s8_inplace(&{dp}, &{q}, &di, {self.ptr(x)}, &df, "
                                     f"{w}, {b}, &dout, (int8_t *){ring}, {rows}));")
                     else:
@@ -347,7 +342,7 @@ class _Emitter:
     # ---- backward steps ----
     def train_params(self, node, k: str) -> str:
         p = self.tr.prepared[node.name]
-        _, split = self.weight(node.inputs[1], "weight")
+        _, split = self.weight(node.inputs[1])
         wm = self.arr("int32_t", f"{k}_wmult", p["w_mult"])
         x = self.g.tensors[node.inputs[0]].shape
         if node.op == "fully_connected":
@@ -401,7 +396,7 @@ class _Emitter:
             dst, dste = gx, gxe
         if node.op in LINEAR_OPS:
             tp = self.train_params(node, k)
-            w, _ = self.weight(node.inputs[1], "weight")
+            w, _ = self.weight(node.inputs[1])
             gs = f"(int16_t *){sp['gs']}" if "gs" in sp else g
             fn = "mt_fully_connected_bwd_input_s16" if node.op == "fully_connected" else "mt_conv2d_bwd_input_s16"
             lay = dict(layout)
@@ -410,14 +405,12 @@ class _Emitter:
                         f"{w}, {dst}, {dste}));")
         elif node.op in ("max_pool2d", "avg_pool2d"):
             a = node.attrs
-            xs, ys = self.g.tensors[x].shape, self.g.tensors[y].shape
             t, l, bo, r = a.get("pad", (0, 0, 0, 0))
             inv = self.arr("int32_t", f"{k}_invc", p["inv_count"]) if node.op == "avg_pool2d" else "NULL"
             pt = self.const(f"{k}_pt", f"static const mt_pool_train_params {k}_pt = {{{self.dims(x, '1')}, "
                             f"{self.dims(y, '1')}, {{{a['ksize'][0]}, {a['ksize'][1]}}}, "
                             f"{{{a.get('stride', (1, 1))[0]}, {a.get('stride', (1, 1))[1]}}}, {{{t}, {l}, {bo}, {r}}}, "
                             f"{int(bool(a.get('count_include_pad', False)))}, {inv}}};")
-            del xs, ys
             if node.op == "max_pool2d":
                 body.append(f"MT_TRY(mt_max_pool2d_bwd_input_s16(&{pt}, {self.ptr(x)}, {g}, *{ge}, {dst}, {dste}));")
             else:
@@ -507,8 +500,8 @@ class _Emitter:
             final = self.tr._final
             fk = f"n{list(self.nodes).index(final.name)}"
             pf = self.tr.prepared[final.name]
-            w, split = self.weight(final.inputs[1], "weight")
-            b = self.weight(final.inputs[2], "bias")[0] if len(final.inputs) > 2 and final.inputs[2] else "NULL"
+            w, split = self.weight(final.inputs[1])
+            b = self.weight(final.inputs[2])[0] if len(final.inputs) > 2 and final.inputs[2] else "NULL"
             wt = self.g.tensors[final.inputs[1]].shape
             fp = self.const(f"{fk}_fc", f"static const mt_fc_params {fk}_fc = {{{pf['in_zp']}, {pf['w_zp']}, "
                             f"{pf['out_zp']}, {pf.get('act_min', -128)}, {pf.get('act_max', 127)}, {split}}};")
