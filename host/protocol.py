@@ -167,38 +167,81 @@ class Message:
 
 F = Field
 MESSAGES: tuple[Message, ...] = (
-    # host -> device requests (0x01..0x7F)
+    # host -> device requests (0x01..0x7F); every one is answered by exactly one reply
     Message(0x01, "HELLO", "h2d", "ask for HELLO_INFO"),
-    Message(0x02, "SAMPLE", "h2d", "a chunk [offset, offset+len) of one input sample of total bytes, "
-            "with its label (-1: none); the sample is complete when offset + len == total",
-            (F("total", "uint32_t"), F("offset", "uint32_t"), F("label", "int32_t")), tail="int8_t"),
-    Message(0x03, "TRAIN", "h2d", "run steps training steps on the buffered sample(s); reply METRICS",
-            (F("steps", "uint32_t"),)),
-    Message(0x04, "EVAL", "h2d", "forward pass + loss on the buffered sample; reply METRICS"),
-    Message(0x05, "INFER", "h2d", "forward pass on the buffered sample; reply INFER_RESULT"),
+    Message(0x02, "SAMPLE", "h2d", "bytes [offset, offset+len) of the int8 sample in batch slot slot (total = "
+            "MT_INPUT_BYTES) with its label (-1: none); the slot is complete when offset + len == total; reply ACK",
+            (F("total", "uint32_t"), F("offset", "uint32_t"), F("label", "int32_t"), F("slot", "uint16_t"),
+             F("reserved", "uint16_t")), tail="int8_t"),
+    Message(0x03, "TRAIN", "h2d", "one training step on the MT_BATCH complete slots; step must equal the "
+            "device's step counter (else NAK STEP); reply METRICS",
+            (F("step", "uint32_t"),)),
+    Message(0x04, "EVAL", "h2d", "predict slot 0 and compare with its label; reply EVAL_RESULT"),
+    Message(0x05, "INFER", "h2d", "forward pass on slot 0; reply INFER_RESULT"),
     Message(0x06, "PARAMS_GET", "h2d", "read length bytes of the checkpoint at offset; reply PARAMS_DATA",
             (F("offset", "uint32_t"), F("length", "uint16_t"), F("reserved", "uint16_t"))),
-    Message(0x07, "PARAMS_SET", "h2d", "write a checkpoint chunk at offset (total = checkpoint size); "
-            "the device validates and commits when the last chunk arrives; reply ACK",
+    Message(0x07, "PARAMS_SET", "h2d", "write a checkpoint chunk at offset, in order from offset 0 (whose chunk "
+            "holds the whole header, checked before anything is written); total = MT_PARAMS_BYTES; step and "
+            "PRNG state take effect with the last chunk; reply ACK",
             (F("total", "uint32_t"), F("offset", "uint32_t")), tail="uint8_t"),
-    Message(0x08, "METRICS_GET", "h2d", "reply METRICS (the running counters)"),
-    # device -> host replies (0x80..0xFF); seq = the request's seq
+    Message(0x08, "METRICS_GET", "h2d", "reply METRICS (the session's counters)"),
+    Message(0x09, "INIT", "h2d", "start a session: mt_init(seed, total_steps), counters count/trace continue "
+            "from the given values (0, 0 for a new run; a checkpoint's for a resume); reply ACK",
+            (F("seed", "uint32_t"), F("total_steps", "uint32_t"), F("session", "uint32_t"), F("count", "uint32_t"),
+             F("trace", "uint32_t"))),
+    # device -> host replies (0x80..0xFF); seq = the request's seq (0xFFFF: unsolicited, or NAK of a
+    # frame whose header could not be trusted)
     Message(0x80, "ACK", "d2h", "request done", (F("status", "uint16_t"), F("reserved", "uint16_t"))),
-    Message(0x81, "NAK", "d2h", "request rejected: reason < 0x100 is an mt_frame_status, command errors come later",
+    Message(0x81, "NAK", "d2h", "request rejected: reason < 0x100 is an mt_frame_status, else an MT_NAK_* "
+            "command error; detail depends on the reason",
             (F("reason", "uint16_t"), F("detail", "uint16_t"))),
-    Message(0x82, "HELLO_INFO", "d2h", "versions and sizes; board is NUL-padded ASCII, model_hash the "
-            "first 8 bytes of the model's SHA-256",
+    Message(0x82, "HELLO_INFO", "d2h", "who the device is (also sent unsolicited with seq 0xFFFF at boot); "
+            "board and model_hash are NUL-padded ASCII (model_hash = MT_MODEL_HASH); flags: MT_HELLO_FLAG_*",
             (F("protocol_version", "uint8_t"), F("flags", "uint8_t"), F("max_payload", "uint16_t"),
-             F("board", "uint8_t", 16), F("model_hash", "uint8_t", 8), F("arena_size", "uint32_t"),
-             F("boot_count", "uint32_t"))),
-    Message(0x83, "METRICS", "d2h", "counters since boot/reset; loss_q16 = mean loss * 65536",
-            (F("step", "uint32_t"), F("loss_q16", "int32_t"), F("correct", "uint32_t"), F("count", "uint32_t"),
-             F("cycles", "uint64_t"), F("arena_hwm", "uint32_t"), F("stack_hwm", "uint32_t"))),
+             F("board", "uint8_t", 16), F("model_hash", "uint8_t", 16), F("arena_size", "uint32_t"),
+             F("boot_count", "uint32_t"), F("session", "uint32_t"), F("input_bytes", "uint32_t"),
+             F("params_bytes", "uint32_t"), F("batch", "uint16_t"), F("classes", "uint16_t"),
+             F("stack_size", "uint32_t"))),
+    Message(0x83, "METRICS", "d2h", "the session's counters: step (device step counter), the last step's "
+            "loss_q16 (mean loss * 65536), correct and skipped; count = samples trained, trace = CRC-32 chain "
+            "over (label i32 LE, sample bytes) of every trained sample in order; cycles of the last step and "
+            "their total; arena and stack high-water marks in bytes",
+            (F("step", "uint32_t"), F("loss_q16", "int32_t"), F("correct", "uint32_t"), F("skipped", "uint32_t"),
+             F("count", "uint32_t"), F("trace", "uint32_t"), F("cycles", "uint64_t"), F("total_cycles", "uint64_t"),
+             F("arena_hwm", "uint32_t"), F("stack_hwm", "uint32_t"))),
     Message(0x84, "INFER_RESULT", "d2h", "predicted class, cycles, then the int8 output scores",
             (F("predicted", "int32_t"), F("cycles", "uint32_t")), tail="int8_t"),
     Message(0x85, "PARAMS_DATA", "d2h", "a checkpoint chunk at offset of a total-byte checkpoint",
             (F("total", "uint32_t"), F("offset", "uint32_t")), tail="uint8_t"),
+    Message(0x86, "EVAL_RESULT", "d2h", "predicted class of slot 0, 1 when it equals slot 0's label, cycles",
+            (F("predicted", "int32_t"), F("correct", "uint32_t"), F("cycles", "uint32_t"), F("reserved", "uint32_t"))),
 )
+#: seq of unsolicited device frames; hosts number requests 0..0xFFFE and never use it
+SEQ_UNSOLICITED = 0xFFFF
+
+
+class HelloFlag(enum.IntFlag):
+    """HELLO_INFO.flags (C: MT_HELLO_FLAG_<NAME>)."""
+
+    SESSION = 1     # an INIT was received since boot
+    STORAGE = 2     # the port has persistent storage (boot_count survives a reset)
+    DSP = 4         # built with the Arm DSP kernel variants
+
+
+class NakReason(enum.IntEnum):
+    """NAK.reason values above the frame statuses (C: MT_NAK_<NAME>)."""
+
+    COMMAND = 0x100     # not a host request type
+    NO_SESSION = 0x101  # TRAIN / EVAL / INFER / PARAMS_* before INIT (the device rebooted?)
+    SAMPLE = 0x102      # bad total, offset or slot (detail: MT_INPUT_BYTES)
+    LABEL = 0x103       # label outside [0, classes) where one is needed
+    INCOMPLETE = 0x104  # TRAIN/EVAL/INFER with a slot not complete (detail: first missing slot)
+    STEP = 0x105        # TRAIN.step != device step (detail: device step & 0xFFFF)
+    CHECKPOINT = 0x106  # checkpoint header rejected (magic, format or model hash), or chunk out of order
+    RANGE = 0x107       # PARAMS_GET/SET range outside the checkpoint or over max_payload
+    ENGINE = 0x108      # the engine returned an error (detail: mt_status)
+
+
 BY_ID: dict[int, Message] = {m.id: m for m in MESSAGES}
 BY_NAME: dict[str, Message] = {m.name: m for m in MESSAGES}
 assert len(BY_ID) == len(MESSAGES) and len(BY_NAME) == len(MESSAGES)
@@ -465,6 +508,11 @@ def generate_c_header() -> str:
     L += ["} mt_frame_status;", "", "/* ---- message ids ---- */"]
     for m in MESSAGES:
         L.append(f"#define MT_MSG_{m.name} 0x{m.id:02X}u  /* {m.direction}: {m.doc} */")
+    L.append(f"#define MT_SEQ_UNSOLICITED 0x{SEQ_UNSOLICITED:04X}u")
+    L += ["", "/* ---- HELLO_INFO.flags ---- */"]
+    L += [f"#define MT_HELLO_FLAG_{f.name} {int(f)}u" for f in HelloFlag]
+    L += ["", "/* ---- NAK.reason: command errors (frame errors use mt_frame_status) ---- */"]
+    L += [f"#define MT_NAK_{r.name} 0x{int(r):03X}u" for r in NakReason]
     L += ["", "/** X(NAME, id, fixed size, tail element size or 0) for every message */",
           "#define MT_MSG_TABLE(X) \\"]
     for i, m in enumerate(MESSAGES):

@@ -69,14 +69,14 @@ def test_frame_roundtrip(f):
 
 def test_crc_is_zlib_and_messages():
     assert P.crc32(b"123456789") == 0xCBF43926 == zlib.crc32(b"123456789")
-    wire = P.encode_message("METRICS", 7, step=3, loss_q16=-65536, correct=2, count=4, cycles=2**40,
-                            arena_hwm=1000, stack_hwm=200)
+    wire = P.encode_message("METRICS", 7, step=3, loss_q16=-65536, correct=2, skipped=0, count=4, trace=0xDEADBEEF,
+                            cycles=2**40, total_cycles=2**41, arena_hwm=1000, stack_hwm=200)
     fr = P.decode_frame(wire)
     assert fr.message.name == "METRICS" and fr.fields()["cycles"] == 2**40 and fr.fields()["loss_q16"] == -65536
     info = P.message("HELLO_INFO")
-    assert info.size == 36 and info.offsets()["arena_size"] == 28
+    assert info.size == 64 and info.offsets()["arena_size"] == 36 and info.offsets()["stack_size"] == 60
     with pytest.raises(ValueError):
-        P.message("TRAIN").pack(steps=1, bogus=2)
+        P.message("TRAIN").pack(step=1, bogus=2)
     with pytest.raises(P.ProtocolError, match="payload"):
         P.message("TRAIN").unpack(b"\x00")
 

@@ -763,8 +763,8 @@ static mt_status fg_step(const int32_t *labels, int32_t *skipped)
         ck_offsets.append({"name": what, "symbol": sym, "dtype": ctype[:-2], "count": count, "offset": pos})
         pos += _a4(item[ctype] * count)
     params_bytes = pos
-    ck_get = "".join(f"    mt_copy_bytes(out + {o['offset']}, {o['symbol']}, sizeof({o['symbol']}));\n" for o in ck_offsets)
-    ck_set = "".join(f"    mt_copy_bytes({o['symbol']}, in + {o['offset']}, sizeof({o['symbol']}));\n" for o in ck_offsets)
+    ck_parts = "".join(f"    {{(uint8_t *){o['symbol']}, {o['offset']}u, (uint32_t)sizeof({o['symbol']})}},\n"
+                       for o in ck_offsets) or "    {NULL, 0u, 0u},\n"
 
     lr_bp = tr._lr_q31["bp"]
     lr_fg = tr._lr_q31["fg"]
@@ -959,42 +959,135 @@ int32_t mt_check_scratch(void)
 
 static const uint8_t mt_hash[16] = {{{", ".join(str(b) for b in em.hash.encode())}}};
 
-mt_status mt_params_get(uint8_t *out, uint32_t capacity)
+/* checkpoint image: header [0, 32) ("MTCK", format, model hash, step, PRNG state), then the parts */
+typedef struct {{
+    uint8_t *p;
+    uint32_t off;
+    uint32_t n;
+}} mt_ck_part;
+static const mt_ck_part mt_ck_parts[] = {{
+{ck_parts}}};
+#define MT_CK_NPARTS (sizeof(mt_ck_parts) / sizeof(mt_ck_parts[0]))
+static uint32_t mt_ck_next;     /* next offset mt_params_write accepts (0: none open) */
+static uint32_t mt_ck_pending[2]; /* step and PRNG state of the checkpoint being written */
+
+static void mt_ck_header(uint8_t *h)
 {{
     const uint32_t format = {CHECKPOINT_FORMAT}u;
     const uint32_t t = (uint32_t)mt_state.t;
+    mt_copy_bytes(h, "MTCK", 4);
+    mt_copy_bytes(h + 4, &format, 4);
+    mt_copy_bytes(h + 8, mt_hash, 16);
+    mt_copy_bytes(h + 24, &t, 4);
+    mt_copy_bytes(h + 28, &mt_state.rng, 4);
+}}
+
+/* overlap of [a, a + n) and [b, b + m): start (absolute) and length; length 0 when disjoint */
+static uint32_t mt_overlap(uint32_t a, uint32_t n, uint32_t b, uint32_t m, uint32_t *start)
+{{
+    const uint32_t lo = a > b ? a : b;
+    const uint32_t hi = (a + n) < (b + m) ? (a + n) : (b + m);
+    *start = lo;
+    return hi > lo ? hi - lo : 0u;
+}}
+
+mt_status mt_params_read(uint32_t offset, uint8_t *out, uint32_t n)
+{{
+    uint8_t h[MT_CK_HEADER_BYTES];
+    uint32_t i, lo, k;
+    if (out == NULL || offset > MT_PARAMS_BYTES || n > MT_PARAMS_BYTES - offset) {{
+        return MT_ERR_ARG;
+    }}
+    mt_zero_bytes(out, n);
+    mt_ck_header(h);
+    k = mt_overlap(offset, n, 0u, MT_CK_HEADER_BYTES, &lo);
+    if (k != 0u) {{
+        mt_copy_bytes(out + (lo - offset), h + lo, k);
+    }}
+    for (i = 0; i < MT_CK_NPARTS; ++i) {{
+        k = mt_overlap(offset, n, mt_ck_parts[i].off, mt_ck_parts[i].n, &lo);
+        if (k != 0u) {{
+            mt_copy_bytes(out + (lo - offset), mt_ck_parts[i].p + (lo - mt_ck_parts[i].off), k);
+        }}
+    }}
+    return MT_OK;
+}}
+
+mt_status mt_params_write(uint32_t offset, const uint8_t *in, uint32_t n)
+{{
+    uint32_t i, lo, k, format = 0u;
+    if (in == NULL || offset > MT_PARAMS_BYTES || n > MT_PARAMS_BYTES - offset) {{
+        return MT_ERR_ARG;
+    }}
+    if (offset == 0u) {{
+        mt_ck_next = 0u;
+        if (n < MT_CK_HEADER_BYTES || in[0] != 'M' || in[1] != 'T' || in[2] != 'C' || in[3] != 'K') {{
+            return MT_ERR_ARG;
+        }}
+        mt_copy_bytes(&format, in + 4, 4);
+        if (format != {CHECKPOINT_FORMAT}u) {{
+            return MT_ERR_ARG;
+        }}
+        for (i = 0; i < 16u; ++i) {{
+            if (in[8 + i] != mt_hash[i]) {{
+                return MT_ERR_ARG; /* a checkpoint of another model or schedule */
+            }}
+        }}
+        mt_copy_bytes(&mt_ck_pending[0], in + 24, 4);
+        mt_copy_bytes(&mt_ck_pending[1], in + 28, 4);
+    }} else if (offset != mt_ck_next) {{
+        return MT_ERR_ARG; /* chunks come in order, after a valid header */
+    }}
+    for (i = 0; i < MT_CK_NPARTS; ++i) {{
+        k = mt_overlap(offset, n, mt_ck_parts[i].off, mt_ck_parts[i].n, &lo);
+        if (k != 0u) {{
+            mt_copy_bytes(mt_ck_parts[i].p + (lo - mt_ck_parts[i].off), in + (lo - offset), k);
+        }}
+    }}
+    mt_ck_next = offset + n;
+    if (mt_ck_next == MT_PARAMS_BYTES) {{
+        mt_state.t = (int32_t)mt_ck_pending[0];
+        mt_state.rng = mt_ck_pending[1];
+        mt_ck_next = 0u;
+    }}
+    return MT_OK;
+}}
+
+mt_status mt_params_get(uint8_t *out, uint32_t capacity)
+{{
     if (out == NULL || capacity < MT_PARAMS_BYTES) {{
         return MT_ERR_ARG;
     }}
-    mt_zero_bytes(out, MT_PARAMS_BYTES);
-    mt_copy_bytes(out, "MTCK", 4);
-    mt_copy_bytes(out + 4, &format, 4);
-    mt_copy_bytes(out + 8, mt_hash, 16);
-    mt_copy_bytes(out + 24, &t, 4);
-    mt_copy_bytes(out + 28, &mt_state.rng, 4);
-{ck_get}    return MT_OK;
+    return mt_params_read(0u, out, MT_PARAMS_BYTES);
 }}
 
 mt_status mt_params_set(const uint8_t *in, uint32_t size)
 {{
-    uint32_t format = 0u, t = 0u;
-    int32_t i;
-    if (in == NULL || size != MT_PARAMS_BYTES || in[0] != 'M' || in[1] != 'T' || in[2] != 'C' || in[3] != 'K') {{
+    if (size != MT_PARAMS_BYTES) {{
         return MT_ERR_ARG;
     }}
-    mt_copy_bytes(&format, in + 4, 4);
-    if (format != {CHECKPOINT_FORMAT}u) {{
-        return MT_ERR_ARG;
+    return mt_params_write(0u, in, size);
+}}
+
+/* arena high-water mark: every word gets a position-dependent canary; the mark is the end of the
+ * last word that no longer holds its canary (a word rewritten with its own canary value is missed:
+ * 1 in 2^32 per word, and only at the very top) */
+#define MT_CANARY(i) ((uint32_t)(i) * 0x9E3779B1u + 0x7F4A7C15u)
+void mt_arena_paint(void)
+{{
+    uint32_t i;
+    for (i = 0; i < MT_ARENA_BYTES / 4u; ++i) {{
+        mt_arena[i] = (int32_t)MT_CANARY(i);
     }}
-    for (i = 0; i < 16; ++i) {{
-        if (in[8 + i] != mt_hash[i]) {{
-            return MT_ERR_ARG; /* a checkpoint of another model or schedule */
-        }}
+}}
+
+uint32_t mt_arena_high_water(void)
+{{
+    uint32_t i = MT_ARENA_BYTES / 4u;
+    while (i > 0u && (uint32_t)mt_arena[i - 1u] == MT_CANARY(i - 1u)) {{
+        --i;
     }}
-    mt_copy_bytes(&t, in + 24, 4);
-    mt_state.t = (int32_t)t;
-    mt_copy_bytes(&mt_state.rng, in + 28, 4);
-{ck_set}    return MT_OK;
+    return 4u * i;
 }}
 """
     manifest = {"generator": GENERATOR, "hash": em.hash, "arena_bytes": arena, "persistent_bytes": mp.persistent_bytes,
@@ -1027,6 +1120,7 @@ extern "C" {{
 #define MT_NUM_CLASSES {C}
 #define MT_BATCH {B}                /* samples per training step */
 #define MT_PARAMS_BYTES {params_bytes} /* checkpoint size */
+#define MT_CK_HEADER_BYTES 32       /* checkpoint header: "MTCK", format, model hash, step, PRNG state */
 
 /** What one training step reports. */
 typedef struct {{
@@ -1056,6 +1150,20 @@ mt_status mt_params_get(uint8_t *out, uint32_t capacity);
 
 /** Checkpoint in; MT_ERR_ARG when it is not a checkpoint of this model and schedule. */
 mt_status mt_params_set(const uint8_t *in, uint32_t size);
+
+/** Bytes [offset, offset + n) of the checkpoint mt_params_get would write (chunked transfer). */
+mt_status mt_params_read(uint32_t offset, uint8_t *out, uint32_t n);
+
+/** Chunked mt_params_set: chunks in order from offset 0, whose chunk holds the whole header
+ *  (MT_CK_HEADER_BYTES; checked before anything is written: MT_ERR_ARG for another model's
+ *  checkpoint). Each chunk is stored as it arrives; the step and PRNG state take effect with the
+ *  chunk that ends at MT_PARAMS_BYTES. */
+mt_status mt_params_write(uint32_t offset, const uint8_t *in, uint32_t n);
+
+/** Fill the arena with canaries (mt_init does not); mt_arena_high_water() then reports the end
+ *  of the highest arena word written since, in bytes (<= MT_ARENA_BYTES). */
+void mt_arena_paint(void);
+uint32_t mt_arena_high_water(void);
 
 /** Training steps taken since mt_init (or the loaded checkpoint's). */
 int32_t mt_step_count(void);

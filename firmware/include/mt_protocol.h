@@ -44,51 +44,74 @@ typedef enum {
 
 /* ---- message ids ---- */
 #define MT_MSG_HELLO 0x01u  /* h2d: ask for HELLO_INFO */
-#define MT_MSG_SAMPLE 0x02u  /* h2d: a chunk [offset, offset+len) of one input sample of total bytes, with its label (-1: none); the sample is complete when offset + len == total */
-#define MT_MSG_TRAIN 0x03u  /* h2d: run steps training steps on the buffered sample(s); reply METRICS */
-#define MT_MSG_EVAL 0x04u  /* h2d: forward pass + loss on the buffered sample; reply METRICS */
-#define MT_MSG_INFER 0x05u  /* h2d: forward pass on the buffered sample; reply INFER_RESULT */
+#define MT_MSG_SAMPLE 0x02u  /* h2d: bytes [offset, offset+len) of the int8 sample in batch slot slot (total = MT_INPUT_BYTES) with its label (-1: none); the slot is complete when offset + len == total; reply ACK */
+#define MT_MSG_TRAIN 0x03u  /* h2d: one training step on the MT_BATCH complete slots; step must equal the device's step counter (else NAK STEP); reply METRICS */
+#define MT_MSG_EVAL 0x04u  /* h2d: predict slot 0 and compare with its label; reply EVAL_RESULT */
+#define MT_MSG_INFER 0x05u  /* h2d: forward pass on slot 0; reply INFER_RESULT */
 #define MT_MSG_PARAMS_GET 0x06u  /* h2d: read length bytes of the checkpoint at offset; reply PARAMS_DATA */
-#define MT_MSG_PARAMS_SET 0x07u  /* h2d: write a checkpoint chunk at offset (total = checkpoint size); the device validates and commits when the last chunk arrives; reply ACK */
-#define MT_MSG_METRICS_GET 0x08u  /* h2d: reply METRICS (the running counters) */
+#define MT_MSG_PARAMS_SET 0x07u  /* h2d: write a checkpoint chunk at offset, in order from offset 0 (whose chunk holds the whole header, checked before anything is written); total = MT_PARAMS_BYTES; step and PRNG state take effect with the last chunk; reply ACK */
+#define MT_MSG_METRICS_GET 0x08u  /* h2d: reply METRICS (the session's counters) */
+#define MT_MSG_INIT 0x09u  /* h2d: start a session: mt_init(seed, total_steps), counters count/trace continue from the given values (0, 0 for a new run; a checkpoint's for a resume); reply ACK */
 #define MT_MSG_ACK 0x80u  /* d2h: request done */
-#define MT_MSG_NAK 0x81u  /* d2h: request rejected: reason < 0x100 is an mt_frame_status, command errors come later */
-#define MT_MSG_HELLO_INFO 0x82u  /* d2h: versions and sizes; board is NUL-padded ASCII, model_hash the first 8 bytes of the model's SHA-256 */
-#define MT_MSG_METRICS 0x83u  /* d2h: counters since boot/reset; loss_q16 = mean loss * 65536 */
+#define MT_MSG_NAK 0x81u  /* d2h: request rejected: reason < 0x100 is an mt_frame_status, else an MT_NAK_* command error; detail depends on the reason */
+#define MT_MSG_HELLO_INFO 0x82u  /* d2h: who the device is (also sent unsolicited with seq 0xFFFF at boot); board and model_hash are NUL-padded ASCII (model_hash = MT_MODEL_HASH); flags: MT_HELLO_FLAG_* */
+#define MT_MSG_METRICS 0x83u  /* d2h: the session's counters: step (device step counter), the last step's loss_q16 (mean loss * 65536), correct and skipped; count = samples trained, trace = CRC-32 chain over (label i32 LE, sample bytes) of every trained sample in order; cycles of the last step and their total; arena and stack high-water marks in bytes */
 #define MT_MSG_INFER_RESULT 0x84u  /* d2h: predicted class, cycles, then the int8 output scores */
 #define MT_MSG_PARAMS_DATA 0x85u  /* d2h: a checkpoint chunk at offset of a total-byte checkpoint */
+#define MT_MSG_EVAL_RESULT 0x86u  /* d2h: predicted class of slot 0, 1 when it equals slot 0's label, cycles */
+#define MT_SEQ_UNSOLICITED 0xFFFFu
+
+/* ---- HELLO_INFO.flags ---- */
+#define MT_HELLO_FLAG_SESSION 1u
+#define MT_HELLO_FLAG_STORAGE 2u
+#define MT_HELLO_FLAG_DSP 4u
+
+/* ---- NAK.reason: command errors (frame errors use mt_frame_status) ---- */
+#define MT_NAK_COMMAND 0x100u
+#define MT_NAK_NO_SESSION 0x101u
+#define MT_NAK_SAMPLE 0x102u
+#define MT_NAK_LABEL 0x103u
+#define MT_NAK_INCOMPLETE 0x104u
+#define MT_NAK_STEP 0x105u
+#define MT_NAK_CHECKPOINT 0x106u
+#define MT_NAK_RANGE 0x107u
+#define MT_NAK_ENGINE 0x108u
 
 /** X(NAME, id, fixed size, tail element size or 0) for every message */
 #define MT_MSG_TABLE(X) \
     X(HELLO, 0x01u, 0u, 0u) \
-    X(SAMPLE, 0x02u, 12u, 1u) \
+    X(SAMPLE, 0x02u, 16u, 1u) \
     X(TRAIN, 0x03u, 4u, 0u) \
     X(EVAL, 0x04u, 0u, 0u) \
     X(INFER, 0x05u, 0u, 0u) \
     X(PARAMS_GET, 0x06u, 8u, 0u) \
     X(PARAMS_SET, 0x07u, 8u, 1u) \
     X(METRICS_GET, 0x08u, 0u, 0u) \
+    X(INIT, 0x09u, 20u, 0u) \
     X(ACK, 0x80u, 4u, 0u) \
     X(NAK, 0x81u, 4u, 0u) \
-    X(HELLO_INFO, 0x82u, 36u, 0u) \
-    X(METRICS, 0x83u, 32u, 0u) \
+    X(HELLO_INFO, 0x82u, 64u, 0u) \
+    X(METRICS, 0x83u, 48u, 0u) \
     X(INFER_RESULT, 0x84u, 8u, 1u) \
-    X(PARAMS_DATA, 0x85u, 8u, 1u)
+    X(PARAMS_DATA, 0x85u, 8u, 1u) \
+    X(EVAL_RESULT, 0x86u, 16u, 0u)
 
 /* ---- payload layouts ---- */
 /* HELLO: (empty) */
 #define MT_MSG_HELLO_SIZE 0u
 #define MT_MSG_HELLO_TAIL_ELEM 0u
-/* SAMPLE: uint32_t total, uint32_t offset, int32_t label, int8_t data[] */
-#define MT_MSG_SAMPLE_SIZE 12u
+/* SAMPLE: uint32_t total, uint32_t offset, int32_t label, uint16_t slot, uint16_t reserved, int8_t data[] */
+#define MT_MSG_SAMPLE_SIZE 16u
 #define MT_MSG_SAMPLE_TAIL_ELEM 1u
 #define MT_MSG_SAMPLE_OFF_TOTAL 0u
 #define MT_MSG_SAMPLE_OFF_OFFSET 4u
 #define MT_MSG_SAMPLE_OFF_LABEL 8u
-/* TRAIN: uint32_t steps */
+#define MT_MSG_SAMPLE_OFF_SLOT 12u
+#define MT_MSG_SAMPLE_OFF_RESERVED 14u
+/* TRAIN: uint32_t step */
 #define MT_MSG_TRAIN_SIZE 4u
 #define MT_MSG_TRAIN_TAIL_ELEM 0u
-#define MT_MSG_TRAIN_OFF_STEPS 0u
+#define MT_MSG_TRAIN_OFF_STEP 0u
 /* EVAL: (empty) */
 #define MT_MSG_EVAL_SIZE 0u
 #define MT_MSG_EVAL_TAIL_ELEM 0u
@@ -109,6 +132,14 @@ typedef enum {
 /* METRICS_GET: (empty) */
 #define MT_MSG_METRICS_GET_SIZE 0u
 #define MT_MSG_METRICS_GET_TAIL_ELEM 0u
+/* INIT: uint32_t seed, uint32_t total_steps, uint32_t session, uint32_t count, uint32_t trace */
+#define MT_MSG_INIT_SIZE 20u
+#define MT_MSG_INIT_TAIL_ELEM 0u
+#define MT_MSG_INIT_OFF_SEED 0u
+#define MT_MSG_INIT_OFF_TOTAL_STEPS 4u
+#define MT_MSG_INIT_OFF_SESSION 8u
+#define MT_MSG_INIT_OFF_COUNT 12u
+#define MT_MSG_INIT_OFF_TRACE 16u
 /* ACK: uint16_t status, uint16_t reserved */
 #define MT_MSG_ACK_SIZE 4u
 #define MT_MSG_ACK_TAIL_ELEM 0u
@@ -119,8 +150,8 @@ typedef enum {
 #define MT_MSG_NAK_TAIL_ELEM 0u
 #define MT_MSG_NAK_OFF_REASON 0u
 #define MT_MSG_NAK_OFF_DETAIL 2u
-/* HELLO_INFO: uint8_t protocol_version, uint8_t flags, uint16_t max_payload, uint8_t board[16], uint8_t model_hash[8], uint32_t arena_size, uint32_t boot_count */
-#define MT_MSG_HELLO_INFO_SIZE 36u
+/* HELLO_INFO: uint8_t protocol_version, uint8_t flags, uint16_t max_payload, uint8_t board[16], uint8_t model_hash[16], uint32_t arena_size, uint32_t boot_count, uint32_t session, uint32_t input_bytes, uint32_t params_bytes, uint16_t batch, uint16_t classes, uint32_t stack_size */
+#define MT_MSG_HELLO_INFO_SIZE 64u
 #define MT_MSG_HELLO_INFO_TAIL_ELEM 0u
 #define MT_MSG_HELLO_INFO_OFF_PROTOCOL_VERSION 0u
 #define MT_MSG_HELLO_INFO_OFF_FLAGS 1u
@@ -128,19 +159,28 @@ typedef enum {
 #define MT_MSG_HELLO_INFO_OFF_BOARD 4u
 #define MT_MSG_HELLO_INFO_LEN_BOARD 16u
 #define MT_MSG_HELLO_INFO_OFF_MODEL_HASH 20u
-#define MT_MSG_HELLO_INFO_LEN_MODEL_HASH 8u
-#define MT_MSG_HELLO_INFO_OFF_ARENA_SIZE 28u
-#define MT_MSG_HELLO_INFO_OFF_BOOT_COUNT 32u
-/* METRICS: uint32_t step, int32_t loss_q16, uint32_t correct, uint32_t count, uint64_t cycles, uint32_t arena_hwm, uint32_t stack_hwm */
-#define MT_MSG_METRICS_SIZE 32u
+#define MT_MSG_HELLO_INFO_LEN_MODEL_HASH 16u
+#define MT_MSG_HELLO_INFO_OFF_ARENA_SIZE 36u
+#define MT_MSG_HELLO_INFO_OFF_BOOT_COUNT 40u
+#define MT_MSG_HELLO_INFO_OFF_SESSION 44u
+#define MT_MSG_HELLO_INFO_OFF_INPUT_BYTES 48u
+#define MT_MSG_HELLO_INFO_OFF_PARAMS_BYTES 52u
+#define MT_MSG_HELLO_INFO_OFF_BATCH 56u
+#define MT_MSG_HELLO_INFO_OFF_CLASSES 58u
+#define MT_MSG_HELLO_INFO_OFF_STACK_SIZE 60u
+/* METRICS: uint32_t step, int32_t loss_q16, uint32_t correct, uint32_t skipped, uint32_t count, uint32_t trace, uint64_t cycles, uint64_t total_cycles, uint32_t arena_hwm, uint32_t stack_hwm */
+#define MT_MSG_METRICS_SIZE 48u
 #define MT_MSG_METRICS_TAIL_ELEM 0u
 #define MT_MSG_METRICS_OFF_STEP 0u
 #define MT_MSG_METRICS_OFF_LOSS_Q16 4u
 #define MT_MSG_METRICS_OFF_CORRECT 8u
-#define MT_MSG_METRICS_OFF_COUNT 12u
-#define MT_MSG_METRICS_OFF_CYCLES 16u
-#define MT_MSG_METRICS_OFF_ARENA_HWM 24u
-#define MT_MSG_METRICS_OFF_STACK_HWM 28u
+#define MT_MSG_METRICS_OFF_SKIPPED 12u
+#define MT_MSG_METRICS_OFF_COUNT 16u
+#define MT_MSG_METRICS_OFF_TRACE 20u
+#define MT_MSG_METRICS_OFF_CYCLES 24u
+#define MT_MSG_METRICS_OFF_TOTAL_CYCLES 32u
+#define MT_MSG_METRICS_OFF_ARENA_HWM 40u
+#define MT_MSG_METRICS_OFF_STACK_HWM 44u
 /* INFER_RESULT: int32_t predicted, uint32_t cycles, int8_t data[] */
 #define MT_MSG_INFER_RESULT_SIZE 8u
 #define MT_MSG_INFER_RESULT_TAIL_ELEM 1u
@@ -151,6 +191,13 @@ typedef enum {
 #define MT_MSG_PARAMS_DATA_TAIL_ELEM 1u
 #define MT_MSG_PARAMS_DATA_OFF_TOTAL 0u
 #define MT_MSG_PARAMS_DATA_OFF_OFFSET 4u
+/* EVAL_RESULT: int32_t predicted, uint32_t correct, uint32_t cycles, uint32_t reserved */
+#define MT_MSG_EVAL_RESULT_SIZE 16u
+#define MT_MSG_EVAL_RESULT_TAIL_ELEM 0u
+#define MT_MSG_EVAL_RESULT_OFF_PREDICTED 0u
+#define MT_MSG_EVAL_RESULT_OFF_CORRECT 4u
+#define MT_MSG_EVAL_RESULT_OFF_CYCLES 8u
+#define MT_MSG_EVAL_RESULT_OFF_RESERVED 12u
 
 /* ---- little-endian field access (payload offsets above) ---- */
 static inline uint16_t mt_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
