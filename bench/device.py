@@ -51,11 +51,15 @@ def build(gen, x: np.ndarray, y: np.ndarray, steps: int, cpu: str, dsp: bool, wo
     srcs = sorted((FW / "src" / "kernels").glob("*.c"))
     if dsp:
         srcs += sorted((FW / "src" / "kernels" / "dsp").glob("mt_*_dsp.c"))
+    from microtrain.compiler.codegen.firmware import PORTS
+
+    port = PORTS["qemu-m4"]  # the mps2 port (both machines): startup, SysTick cycles, semihosting, stack
     elf = work / "fw.elf"
     cmd = ["arm-none-eabi-gcc", f"-mcpu={cpu}", *CFLAGS, *(["-DMT_USE_DSP"] if dsp else []),
-           "-include", str(PORT / "mt_port.h"), f"-I{PORT}", f"-I{FW / 'include'}", f"-I{work}",
-           str(PORT / "startup.c"), str(PORT / "smoke_main.c"), str(work / "mt_model.c"), *map(str, srcs),
-           "-T", str(PORT / "link.ld"), "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", str(elf)]
+           "-include", str(FW / "include" / "mt_port.h"), f"-I{FW / 'include'}",
+           *(f"-I{FW / d}" for d in port.include_dirs), f"-I{work}", *(str(FW / s) for s in port.sources),
+           str(PORT / "smoke_main.c"), str(work / "mt_model.c"), *map(str, srcs),
+           "-T", str(FW / port.ldscript), "-nostartfiles", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", str(elf)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-3000:])

@@ -39,7 +39,7 @@ ARM_DSP_CORES = {"cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "cortex-m
 #: RISC-V cores are named by their ISA string (base + standard extensions, in canonical order).
 RISCV_ISA = re.compile(r"^rv32[ie]m?a?f?d?c?$")
 FPU_KINDS = ("none", "sp", "dp")
-UART_KINDS = ("cmsdk-apb", "sifive")
+UART_KINDS = ("cmsdk-apb", "sifive", "ns16550a")
 
 _REQUIRED_STR = ("name", "description", "core", "isa")
 _REQUIRED_INT = ("clock_hz", "sram_bytes", "flash_bytes", "reserved_sram_bytes", "reserved_flash_bytes")

@@ -617,8 +617,12 @@ def _register() -> None:
     from .plan_cmd import plan_cmd
     from .compile_cmd import compile_cmd
 
+    from .device_cmd import COMMANDS
+
     cli.add_command(plan_cmd)
     cli.add_command(compile_cmd)
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
 
 
 _register()

@@ -77,13 +77,17 @@ def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data:
         raise MicrotrainError(f"schedule {schedule.kind}: nothing is trained; compile emits training programs "
                               f"(use sparse, bias, last-k, full, fg or hybrid)")
     options = {"remedy": remedy, "accumulate": 1, "momentum": schedule.momentum or 0.0}
+    gen_kwargs = {"momentum": schedule.momentum or 0.0, "remedy": remedy, "loss_input": loss_input,
+                  "board": board.name}
     with rp.progress("generating C", show):
-        gen = generate(qgraph, plan, momentum=schedule.momentum or 0.0, remedy=remedy, loss_input=loss_input,
-                       board=board.name)
+        gen = generate(qgraph, plan, **gen_kwargs)
     with rp.progress(f"writing {output}", show):
         paths = write_project(gen, board, output, force=force)
+        from .devices import save_program
+
+        out_dir = paths[0].parent
+        paths = sorted([*paths, save_program(out_dir, qgraph, plan, gen_kwargs, gen.hash)])
     mp = gen.memory
-    out_dir = paths[0].parent
     flash_total = mp.flash_params_bytes + mp.code_bytes_estimate
     peak = mp.peak_bytes
     warnings = plan_warnings(qgraph, plan, options)

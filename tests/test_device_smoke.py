@@ -1,12 +1,13 @@
 """The generated program on emulated devices: same integers as the numpy engine.
 
-The program of the example model is cross-compiled with a minimal bare-metal port
+The program of the example model is cross-compiled with the bare-metal port of the board
 (firmware/port/qemu-mps2 for Cortex-M4/M7 with the DSP kernel variants, firmware/port/qemu-riscv-virt
-for rv32imac), run under QEMU on samples compiled into the image, and reports every step's loss /
-correct / ties and the final checkpoint over semihosting. Each step must equal the numpy engine's
-(Int8Trainer) and the checkpoint must be byte-identical to the host build's (whose trained tensors
-tests/test_codegen.py already checks against numpy). The serial protocol and the bridge come with
-the Devices issue; this is the engine alone, on the real instruction sets.
+for rv32imac; the sources firmware.PORTS lists) and firmware/port/qemu-mps2/smoke_main.c, run under
+QEMU on samples compiled into the image, and reports every step's loss / correct / ties and the final
+checkpoint over semihosting. Each step must equal the numpy engine's (Int8Trainer) and the checkpoint
+must be byte-identical to the host build's (whose trained tensors tests/test_codegen.py already checks
+against numpy). This is the engine alone, on the real instruction sets; tests/test_device_firmware.py
+drives the same program through the serial protocol.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ os.environ.setdefault("MICROTRAIN_CACHE", str(ROOT / "build" / "native"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from microtrain.compiler.codegen import generate  # noqa: E402
+from microtrain.compiler.codegen.firmware import PORTS  # noqa: E402
 from microtrain.compiler.codegen.native import NativeTrainer  # noqa: E402
 from microtrain.compiler.schedule import FGOptions, Schedule  # noqa: E402
 from microtrain.compiler.train_int import Int8Trainer, int8_samples  # noqa: E402
@@ -66,15 +68,16 @@ def digits():
 
 
 def _build(target: str, workdir: Path) -> Path:
-    cc, flags, port, dsp, _ = TARGETS[target]
+    cc, flags, _, dsp, _ = TARGETS[target]
     srcs = sorted((FW / "src" / "kernels").glob("*.c"))
     if dsp:
         srcs += sorted((FW / "src" / "kernels" / "dsp").glob("mt_*_dsp.c"))
-    pdir = FW / "port" / port
+    port = PORTS[target]  # startup, UART, cycles, semihosting, stack (compiler/codegen/firmware.py)
     elf = workdir / f"{target}.elf"
-    cmd = [cc, *COMMON, *flags, f"-I{FW / 'include'}", f"-I{workdir}", str(pdir / "startup.c"),
-           str(FW / "port" / "qemu-mps2" / "smoke_main.c"), str(workdir / "mt_model.c"), *map(str, srcs),
-           "-T", str(pdir / "link.ld"), "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments", "-lgcc", "-o", str(elf)]
+    cmd = [cc, *COMMON, *flags, f"-I{FW / 'include'}", *(f"-I{FW / d}" for d in port.include_dirs), f"-I{workdir}",
+           *(str(FW / s) for s in port.sources), str(FW / "port" / "qemu-mps2" / "smoke_main.c"),
+           str(workdir / "mt_model.c"), *map(str, srcs), "-T", str(FW / port.ldscript), "-Wl,--gc-sections",
+           "-Wl,--no-warn-rwx-segments", "-lgcc", "-o", str(elf)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-4000:]
     return elf

@@ -110,7 +110,64 @@ class _Metrics(ctypes.Structure):
                 ("skipped", ctypes.c_int32), ("cycles", ctypes.c_uint32)]
 
 
-class NativeTrainer:
+class CheckpointView:
+    """The trained state of a generated program, decoded from its checkpoint bytes: for any
+    trainer with ``gen`` (:class:`Generated`), ``ref`` (its Int8Trainer), ``graph`` and
+    ``checkpoint()`` (the native library, or a device over the serial bridge)."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything the checkpoint holds, decoded: step, rng, and per trained tensor its SRAM
+        array, master copy and velocity (slice order)."""
+        data = self.checkpoint()
+        out: dict[str, Any] = {"step": int.from_bytes(data[24:28], "little"),
+                               "rng": int.from_bytes(data[28:32], "little")}
+        for part in self.gen.manifest["checkpoint"]:
+            a = np.frombuffer(data, dtype=np.dtype(part["dtype"]), count=part["count"], offset=part["offset"])
+            out[part["name"]] = a.copy()
+        assert CHECKPOINT_HEADER == 32
+        return out
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every trained tensor, whole (frozen rows from the graph), as the numpy engine's."""
+        st = self.state()
+        rows = self.gen.manifest["sram_rows"]
+        out = {}
+        for name in self.ref.slices:
+            full = self.graph.tensors[name].data.copy()
+            a = st[name]
+            if rows[name] is None:
+                full[...] = a.reshape(full.shape)
+            else:
+                full[: rows[name]] = a.reshape((rows[name],) + full.shape[1:])
+            out[name] = full
+        return out
+
+    @property
+    def masters(self) -> dict[str, np.ndarray]:
+        st = self.state()
+        return {n: st[f"{n}.master"] for n in self.ref.masters}
+
+    @property
+    def velocity(self) -> dict[str, np.ndarray]:
+        st = self.state()
+        return {n: st[f"{n}.velocity"] for n in self.ref.slices if f"{n}.velocity" in st}
+
+    @property
+    def rng_state(self) -> int:
+        return int(self.state()["rng"])
+
+    def _scales(self, node, role: str, cout: int) -> np.ndarray:
+        return self.ref._scales(node, role, cout)
+
+    def trained_graph(self):
+        g = self.graph.copy()
+        for name, p in self.params.items():
+            g.tensors[name].data = p
+        return g
+
+
+class NativeTrainer(CheckpointView):
     """The generated C engine behind the trainer interface of
     :class:`~microtrain.compiler.train_int.Int8Trainer` (same constructor arguments)."""
 
@@ -212,53 +269,3 @@ class NativeTrainer:
         if self.lib.mt_params_set(buf, len(data)) != 0:
             raise MicrotrainError("checkpoint rejected: not a checkpoint of this model and schedule")
 
-    def state(self) -> dict[str, Any]:
-        """Everything the checkpoint holds, decoded: step, rng, and per trained tensor its SRAM
-        array, master copy and velocity (slice order)."""
-        data = self.checkpoint()
-        out: dict[str, Any] = {"step": int.from_bytes(data[24:28], "little"),
-                               "rng": int.from_bytes(data[28:32], "little")}
-        for part in self.gen.manifest["checkpoint"]:
-            a = np.frombuffer(data, dtype=np.dtype(part["dtype"]), count=part["count"], offset=part["offset"])
-            out[part["name"]] = a.copy()
-        assert CHECKPOINT_HEADER == 32
-        return out
-
-    @property
-    def params(self) -> dict[str, np.ndarray]:
-        """Every trained tensor, whole (frozen rows from the graph), as the numpy engine's."""
-        st = self.state()
-        rows = self.gen.manifest["sram_rows"]
-        out = {}
-        for name in self.ref.slices:
-            full = self.graph.tensors[name].data.copy()
-            a = st[name]
-            if rows[name] is None:
-                full[...] = a.reshape(full.shape)
-            else:
-                full[: rows[name]] = a.reshape((rows[name],) + full.shape[1:])
-            out[name] = full
-        return out
-
-    @property
-    def masters(self) -> dict[str, np.ndarray]:
-        st = self.state()
-        return {n: st[f"{n}.master"] for n in self.ref.masters}
-
-    @property
-    def velocity(self) -> dict[str, np.ndarray]:
-        st = self.state()
-        return {n: st[f"{n}.velocity"] for n in self.ref.slices if f"{n}.velocity" in st}
-
-    @property
-    def rng_state(self) -> int:
-        return int(self.state()["rng"])
-
-    def _scales(self, node, role: str, cout: int) -> np.ndarray:
-        return self.ref._scales(node, role, cout)
-
-    def trained_graph(self):
-        g = self.graph.copy()
-        for name, p in self.params.items():
-            g.tensors[name].data = p
-        return g

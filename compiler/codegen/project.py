@@ -9,7 +9,11 @@ Layout of ``out_dir``::
     include/*.h                               firmware headers (all of them)
     src/kernels/*.c                           portable kernels
     src/kernels/dsp/*.c                       Arm DSP-extension variants (boards with dsp = true only)
-    Makefile                                  `make` -> libmtmodel.a, `make size`, `make clean`
+    src/proto/mt_frame.c  src/device/*.c      the protocol engine (device loop; main() with a port)
+    port/<port>/                              the board's port (emulated boards: UART, storage, stack,
+                                              startup, linker script)
+    Makefile                                  `make` -> libmtmodel.a, `make size`, `make clean`;
+                                              emulated boards: `make firmware` -> firmware.elf, `make qemu`
     README.md                                 the C API and the port hooks
 
 Build flags (Makefile): ``-std=c99 -Os -Wall -Wextra -Werror -fno-strict-aliasing -ffunction-sections
@@ -17,6 +21,8 @@ Build flags (Makefile): ``-std=c99 -Os -Wall -Wextra -Werror -fno-strict-aliasin
 FPU cores) + ``-DMT_USE_DSP`` on DSP cores. ``-Os`` on every board: the planner's flash estimate
 (``flash.code_bytes_estimate`` of ``microtrain plan``) is calibrated on ``-Os`` builds, so the
 flash verdict of ``plan`` is the flash of this build; ``make OPT=-O2`` trades flash for speed.
+``make firmware`` (emulated boards) compiles with the flags of ``firmware.build_image`` (``FW_OPT``,
+default ``-O2``) and links the port's linker script.
 
 Writing is atomic-ish: everything is written to a sibling temporary folder which then replaces
 ``out_dir`` by two renames. An existing ``out_dir`` is replaced only when it is empty or a previous
@@ -79,6 +85,15 @@ def runtime_sources(board, firmware: Path | None = None) -> dict[str, Path]:
     return out
 
 
+def device_sources(board) -> dict[str, str]:
+    """Project-relative path -> firmware-relative path of the protocol engine (``mt_frame.c``,
+    ``mt_device.c``: every board) and, for boards with a bare-metal port (the emulated ones),
+    ``mt_main.c`` and the port (``port/<port>/``: startup, UART, storage, stack, linker script)."""
+    from .firmware import project_device_files
+
+    return project_device_files(board)
+
+
 def toolchain(board) -> dict[str, Any]:
     """Cross prefix, target flags (soft and, on FPU cores, hard float ABI) and defines of ``board``."""
     flags = board.gcc_flags(hard_float=False)
@@ -92,7 +107,57 @@ def toolchain(board) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Makefile and README
 # ---------------------------------------------------------------------------------------------
-def makefile(gen: Generated, board, sources: list[str]) -> str:
+def _firmware_rules(gen: Generated, board, device: list[str]) -> str:
+    """The ``firmware`` / ``qemu`` targets of an emulated board (same flags as build_image)."""
+    from . import firmware as fw
+
+    if board.name not in fw.EMULATED:
+        return ""
+    port = fw.PORTS[board.name]
+    lay = fw.project_layout(board)
+    srcs = " \\\n       ".join(s for s in device if s.endswith(".c"))
+    hdrs = " ".join(s for s in device if s.endswith(".h"))
+    defs = " ".join(f"-D{d}" for d in lay["defines"])
+    libc = "--specs=nosys.specs" if board.arch == "arm" else "-nostdlib"
+    qemu = " ".join(fw.qemu_command(board, "firmware.elf", 5555, icount=False)).replace(
+        "127.0.0.1:5555", "127.0.0.1:$(QEMU_PORT)")
+    return f"""
+# ---- firmware.elf: this program as a protocol device on {board.name} (port/{port.name}) ----------
+#   make firmware             build firmware.elf (same flags as microtrain's build_image; FW_OPT=-O2)
+#   make qemu [QEMU_PORT=N]   run it in QEMU, the protocol UART on tcp://127.0.0.1:N (default 5555)
+FW_OPT    ?= {fw.OPT}
+FW_TARGET = {' '.join(fw.target_flags(board))}
+FW_DEFS   = {('$(DEFS) ' + defs).strip()}
+FW_CFLAGS = {' '.join(COMMON_CFLAGS)} $(FW_OPT) $(FW_TARGET) $(FW_DEFS) -I. -Iinclude -Iport/{port.name} $(EXTRA_CFLAGS)
+FW_SRCS   = $(SRCS) \\
+       {srcs}
+FW_HDRS   = {hdrs}
+FW_OBJS   = $(patsubst %.c,build/fw/%.o,$(FW_SRCS))
+LDSCRIPT  = {lay['ldscript']}
+FW_LDFLAGS = -nostartfiles {libc} -T $(LDSCRIPT) -Wl,--gc-sections -Wl,--no-warn-rwx-segments
+QEMU_PORT ?= 5555
+
+firmware: firmware.elf
+
+firmware.elf: $(FW_OBJS) $(LDSCRIPT)
+\t$(CC) $(FW_CFLAGS) $(FW_OBJS) $(FW_LDFLAGS) -lgcc -o $@
+\t$(SIZE) $@
+
+# the program's MT_CYCLES() reads the port's counter
+build/fw/mt_model.o: FW_CFLAGS += -include mt_port.h
+
+build/fw/%.o: %.c $(HDRS) $(FW_HDRS) Makefile
+\t@mkdir -p $(dir $@)
+\t$(CC) $(FW_CFLAGS) -c $< -o $@
+
+qemu: firmware.elf
+\t{qemu}
+
+.PHONY: firmware qemu
+"""
+
+
+def makefile(gen: Generated, board, sources: list[str], device: list[str] | None = None) -> str:
     tc = toolchain(board)
     srcs = " \\\n       ".join(["mt_model.c"] + [s for s in sources if s.endswith(".c")])
     hdrs = " \\\n       ".join(["mt_model.h"] + [s for s in sources if s.endswith(".h")])
@@ -142,14 +207,22 @@ size: {LIBRARY}
 \t$(SIZE) -t {LIBRARY}
 
 clean:
-\trm -rf build {LIBRARY}
+\trm -rf build {LIBRARY} firmware.elf
 
 .PHONY: all size clean
-"""
+{_firmware_rules(gen, board, device or [])}"""
 
 
 def readme(gen: Generated, board) -> str:
+    from . import firmware as fw
+
     m = gen.manifest
+    firmware = ""
+    if board.name in fw.EMULATED:
+        firmware = (f"\nThis board has a port (`port/{fw.PORTS[board.name].name}/`): `make firmware` builds\n"
+                    f"`firmware.elf` (the program, the kernels, the device loop with `src/device/mt_main.c` and the\n"
+                    f"port; `FW_OPT=-O2` by default) and `make qemu [QEMU_PORT=5555]` runs it in QEMU with the\n"
+                    f"protocol UART on `tcp://127.0.0.1:5555`.\n")
     return f"""# Training program {gen.hash} for {board.name}
 
 Generated by microtrain ({GENERATOR}); regenerate with `microtrain compile`, do not edit.
@@ -169,11 +242,17 @@ or an error status):
   (magic "MTCK", model hash, step, PRNG state, trained tensors; layout in `mt_model.json`);
   `mt_params_set` rejects a checkpoint of another model or schedule.
 
-Port hooks (`mt_port.h`, yours): define them in a header passed with
-`make EXTRA_CFLAGS='-include mt_port.h'` (and the same flag in your firmware build).
-- `MT_CYCLES()`: a free-running 32-bit cycle counter (e.g. `DWT->CYCCNT`); `metrics.cycles` of a
-  step is its difference. Default `0u` (no counter).
-"""
+Port (`include/mt_port.h`): the board functions the device loop uses (UART bytes in/out, sleeping
+while idle, a cycle counter, optional persistent storage, stack size and high-water mark, the
+board's name); each is
+documented there. Pass `-include mt_port.h` when compiling `mt_model.c`
+(`make EXTRA_CFLAGS='-include mt_port.h'`) so the program's `MT_CYCLES()` reads `mt_port_cycles()`
+(`metrics.cycles`); without it the program reports 0 cycles and needs no port at all.
+
+Device loop (`src/device/mt_device.c`, `include/mt_device.h`; frames: `src/proto/mt_frame.c`,
+`include/mt_protocol.h`): the serial protocol of microtrain's host tools on top of `mt_port.h`:
+your `main()` calls `mt_port_init(); mt_device_init(); for (;;) {{ mt_device_poll(); mt_port_idle(); }}`.
+{firmware}"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +298,11 @@ def project_files(gen: Generated, board) -> dict[str, bytes]:
         files[name] = gen.files[name].encode()
     for rel, src in runtime.items():
         files[rel] = src.read_bytes()
-    files["Makefile"] = makefile(gen, board, list(runtime)).encode()
+    fw = _firmware_dir()
+    device = device_sources(board)
+    for rel, src in device.items():
+        files[rel] = (fw / src).read_bytes()
+    files["Makefile"] = makefile(gen, board, list(runtime), list(device)).encode()
     files["README.md"] = readme(gen, board).encode()
     return dict(sorted(files.items()))
 

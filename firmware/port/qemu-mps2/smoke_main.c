@@ -1,18 +1,15 @@
 /* Device smoke run: MT_SMOKE_STEPS training steps of the generated program on samples compiled in
- * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting:
+ * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting (mt_port_log
+ * of ../common/mt_semihost.c; any port of firmware/port with semihosting links it):
  *   "STEP <t> <loss_q16> <correct> <skipped> <cycles>\n" per step, "CK <hex>\n", "END\n".
  * The host compares the checkpoint with the numpy engine's, byte for byte. */
 #include <stdint.h>
 
 #include "mt_model.h"
+#include "mt_port.h"
 #include "mt_smoke_data.h"
 
-void mt_port_write(const char *s);
-#ifdef MT_PORT_H
-#define MT_SMOKE_START_CYCLES() mt_port_cycles_start()
-#else
-#define MT_SMOKE_START_CYCLES() ((void)0)
-#endif
+void mt_port_log(const char *s);
 
 static char line[4096 + 16];
 
@@ -46,14 +43,14 @@ int main(void)
     static const char hex[] = "0123456789abcdef";
     int32_t t;
     uint32_t i;
+    mt_port_init(); /* stack canaries, UART, cycle counter */
     mt_init(MT_SMOKE_SEED, MT_SMOKE_TOTAL);
-    MT_SMOKE_START_CYCLES();
     for (t = 0; t < MT_SMOKE_STEPS; ++t) {
         mt_metrics m;
         char *p = line;
         if (mt_train_step(mt_smoke_x + (uint32_t)t * MT_BATCH * MT_INPUT_BYTES, mt_smoke_y + (uint32_t)t * MT_BATCH,
                           &m) != MT_OK) {
-            mt_port_write("ERROR mt_train_step\n");
+            mt_port_log("ERROR mt_train_step\n");
             return 1;
         }
         p = put_u32(p, (uint32_t)t);
@@ -67,14 +64,14 @@ int main(void)
         p = put_u32(p, m.cycles);
         *p++ = '\n';
         *p = '\0';
-        mt_port_write("STEP ");
-        mt_port_write(line);
+        mt_port_log("STEP ");
+        mt_port_log(line);
     }
     if (mt_params_get(ck, sizeof(ck)) != MT_OK) {
-        mt_port_write("ERROR mt_params_get\n");
+        mt_port_log("ERROR mt_params_get\n");
         return 1;
     }
-    mt_port_write("CK ");
+    mt_port_log("CK ");
     for (i = 0; i < sizeof(ck);) {
         char *p = line;
         uint32_t k;
@@ -83,8 +80,8 @@ int main(void)
             *p++ = hex[ck[i] & 15u];
         }
         *p = '\0';
-        mt_port_write(line);
+        mt_port_log(line);
     }
-    mt_port_write("\nEND\n");
+    mt_port_log("\nEND\n");
     return 0;
 }

@@ -1,11 +1,14 @@
-/* Minimal RV32 startup for QEMU virt (-bios none): stack, .bss, main(), and RISC-V semihosting
- * (QEMU -semihosting) for output and exit. Board port: not part of the engine. */
+/* Minimal RV32 startup for QEMU virt (-bios none starts at 0x80000000): gp, sp, a trap vector,
+ * .bss, main(), exit over semihosting. .data is loaded in place by QEMU (everything is in DRAM).
+ * Board port: not part of the engine. */
 #include <stdint.h>
 
-extern uint32_t _sbss, _ebss, _estack;
+#include "mt_semihost.h" /* port/common (the compiled folder keeps a copy next to this file) */
+
+extern uint32_t _sbss, _ebss;
 int main(void);
-void mt_port_exit(int code);
 void mt_c_start(void);
+void mt_trap(void);
 
 __attribute__((naked, section(".text.start"))) void _start(void)
 {
@@ -14,32 +17,16 @@ __attribute__((naked, section(".text.start"))) void _start(void)
                      "j mt_c_start\n");
 }
 
-static int semihost(int op, const void *arg)
+/* any exception or interrupt: stop QEMU with status 3 (mtvec needs 4-byte alignment) */
+__attribute__((aligned(4))) void mt_trap(void)
 {
-    register int a0 __asm__("a0") = op;
-    register const void *a1 __asm__("a1") = arg;
-    __asm__ volatile(".option push\n.option norvc\n.option norelax\n.p2align 2\n"
-                     "slli x0, x0, 0x1f\nebreak\nsrai x0, x0, 7\n.option pop\n"
-                     : "+r"(a0) : "r"(a1) : "memory");
-    return a0;
-}
-
-void mt_port_write(const char *s)
-{
-    (void)semihost(0x04, s); /* SYS_WRITE0 */
-}
-
-void mt_port_exit(int code)
-{
-    const uint32_t block[2] = {0x20026u, (uint32_t)code}; /* ADP_Stopped_ApplicationExit */
-    for (;;) {
-        (void)semihost(0x20, block); /* SYS_EXIT_EXTENDED */
-    }
+    mt_port_exit(3);
 }
 
 void mt_c_start(void)
 {
     uint32_t *p;
+    __asm__ volatile(".option push\n.option arch, +zicsr\ncsrw mtvec, %0\n.option pop" : : "r"((uintptr_t)mt_trap));
     for (p = &_sbss; p < &_ebss; ++p) {
         *p = 0u;
     }
