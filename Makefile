@@ -15,11 +15,15 @@ TORCH_VERSION := 2.13.0
 
 .PHONY: demo test venv oracle toolchains lint clean fuzz
 
-demo: venv
+demo: venv toolchains
 	@mkdir -p out
-	$(BIN)/microtrain boards
-	$(BIN)/microtrain inspect examples/digits_cnn.onnx --data digits
+	@echo "== 1. plan: will training fit the emulated Cortex-M4 board (and which board is the smallest that fits)?"
+	$(BIN)/microtrain plan examples/digits_cnn.onnx --board qemu-m4 --data digits
+	@echo "== 2. simulate: train on the host, bit-exact with the device"
 	$(BIN)/microtrain simulate examples/digits_cnn.onnx --data digits --schedule sparse --epochs 1 --plot out/demo-curve.png
+	@echo "== 3. flash and train: compile for qemu-m4, start it, stream the data over the serial bridge"
+	$(BIN)/microtrain run examples/digits_cnn.onnx --board qemu-m4 --data digits --schedule sparse --epochs 1 \
+	    -o out/demo-qemu-m4 --save-params out/demo-device.npz --plot out/demo-device.png
 
 test: venv oracle toolchains lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q

@@ -18,10 +18,18 @@ distance 4 up to ~11 kbit and lets 1 in 4e9 through, costs two more bytes per fr
 ``zlib.crc32`` on the host (an independent oracle for the C version, which uses a 16-entry nibble
 table: 64 bytes of flash, ~2 table look-ups per byte).
 
-Sequencing: the host numbers its requests (u16, wrapping); every device reply (ACK, NAK or a data
-reply) carries the ``seq`` of the request it answers. The host retries a request with the same
-``seq`` after a timeout; the device executes a given ``seq`` once and re-sends its last reply for
-a repeated one (idempotence).
+Sequencing: the host numbers its requests 0..0xFFFE (wrapping; 0xFFFF marks unsolicited device
+frames); every device reply (ACK, NAK or a data reply) carries the ``seq`` of the request it
+answers. The host retries a request with the same ``seq`` after a timeout; the device executes a
+given (``seq``, type) once and re-sends its stored reply for a repeat (idempotence). Both sides
+send a 0x00 before every frame as well as after it, so garbage never merges into the next frame.
+
+Device replies in detail: a frame the device cannot decode gets NAK(reason = the mt_frame_status)
+with the header's ``seq`` when the CRC held (LEN, VERSION, TYPE, PAYLOAD), else seq 0xFFFF (an
+overlong frame: TOO_LONG, or OVERFLOW when the device's max_payload is below MAX_PAYLOAD). NAK
+details: LABEL gives the slot, COMMAND the type received, INCOMPLETE the first missing slot, STEP
+the device step & 0xFFFF, ENGINE the mt_status; the others 0. HELLO_INFO.boot_count is 0 on a
+port without persistent storage. METRICS_GET works before INIT (zero counters).
 
 Decoding errors are :class:`ProtocolError` with a one-line reason and a ``code`` equal to the C
 decoder's ``mt_frame_status`` (``FrameStatus``), checked in this order: EMPTY, COBS / TOO_LONG

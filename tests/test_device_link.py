@@ -233,3 +233,27 @@ def test_pull_push_roundtrip_and_errors(flashed, data, env, tmp_path):
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     p = _cli("train", "--port", "socket://127.0.0.1:1", "--data", data, "--steps", "1", env=env, check=False)
     assert p.returncode != 0 and "cannot open socket://127.0.0.1:1" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_host_pty_device_equals_simulate(flashed, data, env, simulated, tmp_path):
+    """The same program built for this host serves a pseudo-terminal: the bridge drives it like
+    the emulated board (one bridge for sockets, ptys and serial ports)."""
+    from microtrain.compiler.codegen import firmware as fw
+    from microtrain.host import devices
+
+    prog = devices.load_program(flashed[0])
+    exe = fw.build_image(prog.gen, fw.HOST, tmp_path / "host")
+    proc = subprocess.Popen(fw.host_command(exe), stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert len(line) == 2 and line[0] == "PTY", line
+        out = tmp_path / "pty.npz"
+        p = _cli("train", "--port", line[1], "--data", data, "--steps", str(STEPS), "--seed", str(SEED),
+                 "--save-params", str(out), "--json", env=env)
+    finally:
+        proc.kill()
+        proc.wait()
+    r = json.loads(p.stdout)
+    sim, sim_bytes = simulated("--schedule", "sparse")
+    assert out.read_bytes() == sim_bytes and r["accuracy_after"] == sim["accuracy_after"]
+    assert r["board"] == "host" and r["device"]["samples_trained"] == STEPS
