@@ -38,7 +38,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,plot,serial]'
+	$(BIN)/python -m pip install -q -e '.[test,plot,serial,pio]'
 	@# torch is a test-only dependency (fixtures exported from PyTorch); users never need it.
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) || echo "warning: torch $(TORCH_VERSION) not installable; torch-based tests will skip"
 	rm -f $(VENV)/.installed-*

@@ -86,7 +86,7 @@ def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data:
         from .devices import save_program
 
         out_dir = paths[0].parent
-        paths = sorted([*paths, save_program(out_dir, qgraph, plan, gen_kwargs, gen.hash)])
+        paths = sorted([*paths, save_program(out_dir, qgraph, plan, gen_kwargs, gen.hash)], key=str)
     mp = gen.memory
     flash_total = mp.flash_params_bytes + mp.code_bytes_estimate
     peak = mp.peak_bytes

@@ -304,7 +304,24 @@ def project_files(gen: Generated, board) -> dict[str, bytes]:
         files[rel] = (fw / src).read_bytes()
     files["Makefile"] = makefile(gen, board, list(runtime), list(device)).encode()
     files["README.md"] = readme(gen, board).encode()
+    files.update({rel: text.encode() for rel, text in _platformio_files(board, runtime, device).items()})
     return dict(sorted(files.items()))
+
+
+def _platformio_files(board, runtime: dict, device: dict) -> dict[str, str]:
+    """platformio.ini (+ the local platform on emulated boards, CMake files on ESP-IDF / Zephyr):
+    the same sources as the Makefile (compiler/codegen/platformio.py, docs/platformio.md)."""
+    from . import firmware as fw
+    from .platformio import project_files as pio_files
+
+    if getattr(board, "platformio", None) is None and board.name not in fw.EMULATED:
+        return {}
+    if board.name in fw.EMULATED:
+        layout = fw.project_layout(board)
+    else:
+        layout = {"sources": ["mt_model.c"] + [k for k in runtime if k.endswith(".c")]
+                  + [k for k in device if k.endswith(".c")]}
+    return pio_files(board, layout)
 
 
 def write_project(gen: Generated, board, out_dir: str | os.PathLike, force: bool = False) -> list[Path]:
