@@ -94,7 +94,11 @@ class LinkStats:
         return dict(self.__dict__)
 
 
-def open_stream(url: str, timeout: float = 0.02):
+#: read timeout of the stream: how often a waiting bridge looks at the clock
+POLL_S = 0.005
+
+
+def open_stream(url: str, timeout: float = POLL_S):
     """pyserial stream for ``url`` (socket://, a device path, or any pyserial URL)."""
     try:
         import serial
@@ -155,12 +159,16 @@ class Bridge:
         self._slow: dict[str, float] = {}  # slowest reply seen per request type (adaptive timeout)
         self._chunk: int | None = None     # current chunk payload limit (None: max_payload)
         self._clean = 0                    # chunks in a row that went through at the first try
+        self._byte_s = 0.0                 # seconds per byte on the wire (0: socket or pty)
 
     # ---- stream ----
     def open(self) -> "Bridge":
         if self._ser is None:
             self._ser = open_stream(self.url)
             self._reader = P.FrameReader()
+            # seconds per byte on the wire: real serial ports only (sockets and ptys have no baud)
+            real = type(self._ser).__module__.startswith("serial.serialposix") and "/pts/" not in self.url
+            self._byte_s = 10.0 / float(self._ser.baudrate) if real or "serialwin32" in type(self._ser).__module__ else 0.0
         return self
 
     def close(self) -> None:
@@ -186,9 +194,9 @@ class Bridge:
         self._ser.flush()
         self.stats.bytes_out += len(data)
 
-    def _read_frames(self, wait: float) -> list[P.Frame]:
-        """Frames that complete within ``wait`` seconds (at least one read)."""
-        self._ser.timeout = max(0.001, wait)
+    def _read_frames(self) -> list[P.Frame]:
+        """Frames completed by what arrives within the stream's read timeout (POLL_S). The
+        timeout is set once at open: on a real serial port every change of it is a tcsetattr."""
         data = self._ser.read(max(1, self._ser.in_waiting))
         if not data:
             return []
@@ -235,6 +243,8 @@ class Bridge:
         wire = b"\x00" + P.encode_message(name, seq, data, **fields)
         self.stats.requests += 1
         wait = timeout if timeout is not None else max(self.reply_timeout, 3.0 * self._slow.get(name, 0.0))
+        # a UART at 115200 baud moves ~11.5 bytes per ms: wait for the frame and the longest reply
+        wait += (len(wire) + self.max_payload + 32) * self._byte_s
         t_start = time.monotonic()
         attempt = 0
         while True:
@@ -273,7 +283,7 @@ class Bridge:
             if left <= 0:
                 self.stats.timeouts += 1
                 return None
-            for fr in self._read_frames(min(left, 0.05)):
+            for fr in self._read_frames():
                 if fr.seq == P.SEQ_UNSOLICITED:
                     if fr.message.name == "HELLO_INFO":  # the device just booted
                         info = hello_fields(fr.fields())
