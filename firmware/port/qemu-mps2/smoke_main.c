@@ -2,6 +2,9 @@
  * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting (mt_port_log
  * of ../common/mt_semihost.c; any port of firmware/port with semihosting links it):
  *   "STEP <t> <loss_q16> <correct> <skipped> <cycles>\n" per step, "CK <hex>\n", "END\n".
+ * Benchmarks add -DMT_PROFILE ("PROF <k> <cycles> <calls> <name>\n" per step function, summed over
+ * the training steps) and -DMT_SMOKE_INFERS=K ("INFER <i> <predicted> <cycles>\n" for the first K
+ * samples, after training).
  * The host compares the checkpoint with the numpy engine's, byte for byte. */
 #include <stdint.h>
 
@@ -67,6 +70,51 @@ int main(void)
         mt_port_log("STEP ");
         mt_port_log(line);
     }
+#ifdef MT_PROFILE
+    for (i = 0; i < MT_PROF_STEPS; ++i) {
+        char *p = line;
+        const char *q = mt_prof_names[i];
+        p = put_u32(p, i);
+        *p++ = ' ';
+        p = put_u32(p, mt_prof_cycles[i]);
+        *p++ = ' ';
+        p = put_u32(p, mt_prof_calls[i]);
+        *p++ = ' ';
+        while (*q != '\0' && p < line + sizeof(line) - 2) {
+            *p++ = *q++;
+        }
+        *p++ = '\n';
+        *p = '\0';
+        mt_port_log("PROF ");
+        mt_port_log(line);
+    }
+#endif
+#ifdef MT_SMOKE_INFERS
+    for (t = 0; t < MT_SMOKE_INFERS; ++t) {
+        int8_t logits[MT_NUM_CLASSES];
+        int32_t c, best = 0;
+        uint32_t c0, c1;
+        char *p = line;
+        c0 = MT_CYCLES();
+        if (mt_infer(mt_smoke_x + (uint32_t)t * MT_INPUT_BYTES, logits) != MT_OK) {
+            mt_port_log("ERROR mt_infer\n");
+            return 1;
+        }
+        c1 = MT_CYCLES();
+        for (c = 1; c < MT_NUM_CLASSES; ++c) {
+            best = logits[c] > logits[best] ? c : best;
+        }
+        p = put_u32(p, (uint32_t)t);
+        *p++ = ' ';
+        p = put_i32(p, best);
+        *p++ = ' ';
+        p = put_u32(p, c1 - c0);
+        *p++ = '\n';
+        *p = '\0';
+        mt_port_log("INFER ");
+        mt_port_log(line);
+    }
+#endif
     if (mt_params_get(ck, sizeof(ck)) != MT_OK) {
         mt_port_log("ERROR mt_params_get\n");
         return 1;
