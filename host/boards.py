@@ -82,7 +82,7 @@ class Board:
     clock_hz: int
     sram_bytes: int
     flash_bytes: int
-    reserved_sram_bytes: int  # stack + runtime/framework reserve, not available to the plan
+    reserved_sram_bytes: int  # runtime/framework reserve, not available to the plan (the stack is planned)
     reserved_flash_bytes: int  # bootloader, runtime and framework code, unusable partitions
     path: Path
     aliases: tuple[str, ...] = ()
@@ -102,7 +102,8 @@ class Board:
 
     @property
     def usable_sram_bytes(self) -> int:
-        """SRAM the training plan may use (arena + trainable parameters + optimizer state)."""
+        """SRAM the training plan may use (arena + trainable parameters + optimizer state + the
+        planned stack)."""
         return self.sram_bytes - self.reserved_sram_bytes
 
     @property

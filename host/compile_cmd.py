@@ -96,7 +96,8 @@ def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data:
         "hash": gen.hash, "schedule": schedule.to_json(), "schedule_description": schedule.describe(),
         "trainable_params": plan.num_trainable_params,
         "files": [str(p.relative_to(out_dir)) for p in paths],
-        "sram": {"arena_bytes": mp.arena_bytes, "persistent_bytes": mp.persistent_bytes, "peak_bytes": peak,
+        "sram": {"arena_bytes": mp.arena_bytes, "persistent_bytes": mp.persistent_bytes,
+                 "stack_bytes": mp.stack_bytes, "peak_bytes": peak,
                  "capacity_bytes": board.usable_sram_bytes},
         "flash": {"params_bytes": mp.flash_params_bytes, "code_bytes_estimate": mp.code_bytes_estimate,
                   "total_bytes": flash_total, "capacity_bytes": board.usable_flash_bytes},
@@ -127,6 +128,8 @@ def _render(r: dict[str, Any], paths: list[Path], out_dir: Path) -> None:
         ["SRAM arena", rp.fmt_bytes(s["arena_bytes"]), f"{s['arena_bytes']:,} B = plan's sram.arena_bytes"],
         ["SRAM persistent", rp.fmt_bytes(s["persistent_bytes"]), f"{s['persistent_bytes']:,} B trained rows, "
                                                                   "masters, optimizer, engine state"],
+        ["SRAM stack", rp.fmt_bytes(s["stack_bytes"]), f"{s['stack_bytes']:,} B = plan's sram.stack_bytes "
+                                                        "(the main stack the program needs)"],
         ["SRAM peak", rp.fmt_bytes(s["peak_bytes"]), f"of {rp.fmt_bytes(s['capacity_bytes'])} usable"],
         ["flash", rp.fmt_bytes(f["total_bytes"]), f"estimate: parameters {rp.fmt_bytes(f['params_bytes'])} + code "
                                                   f"{rp.fmt_bytes(f['code_bytes_estimate'])}, of "

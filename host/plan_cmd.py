@@ -50,7 +50,7 @@ def build_report(qgraph, plan, board, sram: int | None, flash: int | None, optio
     """Plan ``plan`` on ``qgraph`` and judge it against the board (or the given budgets)."""
     from ..compiler.memory.memplan import plan_memory
 
-    mp = plan_memory(qgraph, plan, algorithms=algorithms, **options)
+    mp = plan_memory(qgraph, plan, algorithms=algorithms, board=board, **options)
     sram_cap = sram if sram is not None else board.usable_sram_bytes
     flash_cap = flash if flash is not None else board.usable_flash_bytes
     flash_total = mp.flash_params_bytes + mp.code_bytes_estimate
@@ -74,8 +74,8 @@ def build_report(qgraph, plan, board, sram: int | None, flash: int | None, optio
 
 def overhead(train: dict[str, Any], base: dict[str, Any], mp_train, mp_base) -> dict[str, int]:
     """The training overhead of a schedule over inference only, split by what it is: persistent
-    (trainable params, master copies, optimizer state, accumulators) and arena (saved tensors,
-    masks, gradients, scratch at the training phase's widest step)."""
+    (trainable params, master copies, optimizer state, accumulators), arena (saved tensors,
+    masks, gradients, scratch at the training phase's widest step) and stack."""
     out: dict[str, int] = {}
     for k, v in train["sram"]["persistent"].items():
         d = v - base["sram"]["persistent"].get(k, 0)
@@ -86,6 +86,7 @@ def overhead(train: dict[str, Any], base: dict[str, Any], mp_train, mp_base) -> 
         if k in ("saved", "mask", "gradient", "scratch", "loss"):
             out[f"arena_{k}"] = v
     out["arena_growth"] = max(0, mp_train.arena_bytes - mp_base.arena_bytes)
+    out["stack_growth"] = max(0, mp_train.stack_bytes - mp_base.stack_bytes)
     out["total"] = train["sram"]["peak_bytes"] - base["sram"]["peak_bytes"]
     return out
 
@@ -189,8 +190,10 @@ def plan_cmd(model: str, board_name: str, remedy: str, accumulate: int, sram: st
     several algorithms (the smallest verified packing wins). The arena computed here is the
     firmware's arena. Reported: flash (parameters, code estimate), persistent SRAM (trained
     parameters, master copies, optimizer state), the arena and the step at its peak with what is
-    live there, the lower bound (the most bytes live at one step: no packing beats it), the
-    board's usable capacity (SRAM/flash minus its reserved bytes), headroom and whether it fits.
+    live there, the stack the program needs on the board's core (worst case of the device loop,
+    the generated code and the deepest kernel it calls; the firmware links exactly this stack),
+    the lower bound (the most bytes live at one step: no packing beats it), the board's usable
+    capacity (SRAM/flash minus its reserved bytes), headroom and whether it fits.
 
     \b
     Examples:
@@ -299,7 +302,8 @@ def _render_plan(r: dict[str, Any]) -> None:
         ["", "optimizer + accumulators", rp.fmt_bytes(p["optimizer_state"] + p["grad_accumulators"]), "persistent"],
         ["", "engine state", rp.fmt_bytes(p["engine_state"]), "persistent"],
         ["", "arena", rp.fmt_bytes(s["arena_bytes"]), f"planned by {s['algorithm']}"],
-        ["", "peak (persistent + arena)", rp.fmt_bytes(s["peak_bytes"]),
+        ["", "stack", rp.fmt_bytes(s["stack_bytes"]), _stack_note(s["stack"])],
+        ["", "peak (persistent + arena + stack)", rp.fmt_bytes(s["peak_bytes"]),
          f"of {rp.fmt_bytes(s['capacity_bytes'])} usable ({_pct(s['peak_bytes'], s['capacity_bytes'])})"],
         ["", "lower bound", rp.fmt_bytes(s["lower_bound_bytes"]),
          f"peak is {100.0 * (s['peak_bytes'] / s['lower_bound_bytes'] - 1):.1f}% above" if s["lower_bound_bytes"] else ""],
@@ -321,6 +325,13 @@ def _render_plan(r: dict[str, Any]) -> None:
         con.print(f"warning: {rp.esc(w)}", soft_wrap=True)
 
 
+def _stack_note(st: dict[str, Any] | None) -> str:
+    if not st:
+        return ""
+    return (f"planned for {st['target']}: device loop {st['base_bytes']} + program {st['program_bytes']} + "
+            f"{st['deepest_kernel']} {st['kernel_bytes']} + interrupts {st['interrupt_bytes']}")
+
+
 def _render_compare(r: dict[str, Any]) -> None:
     con = rp.stdout_console()
     con.print(f"[bold]{rp.esc(r['model'])}[/bold] on [bold]{rp.esc(r['board'])}[/bold]")
@@ -328,11 +339,12 @@ def _render_compare(r: dict[str, Any]) -> None:
     for j in r["schedules"]:
         s, f = j["sram"], j["flash"]
         rows.append([j["schedule"]["kind"], f"{j['trainable_params']:,}", rp.fmt_bytes(s["persistent_bytes"]),
-                     rp.fmt_bytes(s["arena_bytes"]), rp.fmt_bytes(s["peak_bytes"]), rp.fmt_bytes(s["lower_bound_bytes"]),
-                     rp.fmt_bytes(f["total_bytes"]), "yes" if j["fits"] else "no", j["peak"].get("label") or "-"])
+                     rp.fmt_bytes(s["arena_bytes"]), rp.fmt_bytes(s["stack_bytes"]), rp.fmt_bytes(s["peak_bytes"]),
+                     rp.fmt_bytes(s["lower_bound_bytes"]), rp.fmt_bytes(f["total_bytes"]), "yes" if j["fits"] else "no",
+                     j["peak"].get("label") or "-"])
     con.print(rp.table(["schedule", ("trainable", "right"), ("persistent", "right"), ("arena", "right"),
-                        ("SRAM peak", "right"), ("lower bound", "right"), ("flash", "right"), "fits", "arena peak at"],
-                       rows))
+                        ("stack", "right"), ("SRAM peak", "right"), ("lower bound", "right"), ("flash", "right"),
+                        "fits", "arena peak at"], rows))
     cap = r["schedules"][0]["sram"]["capacity_bytes"]
     con.print(f"capacity: {rp.fmt_bytes(cap)} usable SRAM, "
               f"{rp.fmt_bytes(r['schedules'][0]['flash']['capacity_bytes'])} usable flash")

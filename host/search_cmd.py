@@ -49,7 +49,7 @@ def run_search(model: str, fgraph, qgraph, ds, board, budget: int, flash_b: int 
     from ..compiler.schedule import Schedule, conv_fc_layers, resolve
 
     def peak_of(schedule) -> int:
-        return plan_memory(qgraph, resolve(schedule, qgraph), **options).peak_bytes
+        return plan_memory(qgraph, resolve(schedule, qgraph), board=board, **options).peak_bytes
 
     n = len(conv_fc_layers(qgraph))
     total = len(S.probes_for(n))

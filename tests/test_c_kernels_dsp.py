@@ -36,10 +36,9 @@ from cbuild import (CACHE, CROSS_TARGETS, DSP_KERNELS, INCLUDE, KERNELS, PEDANTI
 #: the kernel variants (one per file) and the benchmark list
 DSP_SOURCES = sorted(DSP_KERNELS.glob("mt_*_dsp.c"))
 BENCH_SOURCE = DSP_KERNELS / "mt_dsp_bench.c"
-#: portable kernels compared against (a fixed list: other kernels may be work in progress)
-FWD_SOURCES = [KERNELS / f"{s}.c" for s in ("mt_conv2d_fwd_s8", "mt_pointwise_conv2d_fwd_s8",
-                                             "mt_fully_connected_fwd_s8")]
-PORTABLE_SOURCES = FWD_SOURCES + list(T.TRAIN_SOURCES)
+#: portable kernels compared against (every kernel: the variants call portable helpers and fall back
+#: to portable kernels outside their fast paths)
+PORTABLE_SOURCES = sorted(KERNELS.glob("*.c"))
 STRICT = ("-pedantic", "-Wvla", "-Wshadow", "-Wconversion")
 
 
@@ -568,7 +567,7 @@ def _expand(names: list[str], defines: tuple = ()) -> list[str]:
 
 
 def test_dispatch_expansion():
-    others = ["mt_relu_fwd_s8", "mt_depthwise_conv2d_fwd_s8", "mt_conv2d_update_s8", "mt_not_a_kernel"]
+    others = ["mt_relu_fwd_s8", "mt_add_fwd_s8", "mt_bias_update_s32", "mt_not_a_kernel"]
     assert _expand(KERNEL_NAMES + others) == KERNEL_NAMES + others
     assert _expand(KERNEL_NAMES + others, ("-DMT_USE_DSP",)) == [f"{n}_dsp" for n in KERNEL_NAMES] + others
 
@@ -606,12 +605,17 @@ def _objdump_counts(obj: Path) -> dict[str, int]:
                           check=True).stdout
     mnemonics = [f[2].strip() for f in (line.split("\t") for line in text.splitlines())
                  if len(f) >= 3 and f[0].strip().endswith(":")]
-    return {m: mnemonics.count(m) for m in ("smlad", "sxtb16", "sxtab16", "pkhbt", "pkhtb")}
+    return {m: mnemonics.count(m) for m in ("smlad", "smlabb", "smlatt", "smmulr", "sxtb16", "sxtab16", "pkhbt",
+                                            "pkhtb")}
 
 
 #: kernels that only wrap another variant (the fully_connected rule over pixels)
 WRAPPERS = {"mt_pointwise_conv2d_update_s8": "mt_fully_connected_update_s8_dsp",
-            "mt_pointwise_conv2d_bwd_input_s16": "mt_fully_connected_bwd_input_s16_dsp"}
+            "mt_pointwise_conv2d_bwd_input_s16": "mt_fully_connected_bwd_input_s16_dsp",
+            "mt_pointwise_conv2d_fwd_s8": "mt_fully_connected_fwd_s8_dsp",
+            "mt_depthwise_conv2d_fwd_s8_inplace": "mt_depthwise_conv2d_fwd_s8_dsp"}
+#: kernels whose accumulators are per channel (depthwise): halfword multiplies instead of SMLAD
+HALFWORD_MACS = {"mt_depthwise_conv2d_fwd_s8", "mt_depthwise_conv2d_bwd_input_s16"}
 
 
 @pytest.mark.skipif(SANITIZE, reason="host sanitizer run only")
@@ -634,6 +638,8 @@ def test_cross_compile_dsp_instructions(target, tmp_path):
         assert not bad, f"{src.name}: {bad}"
         if kernel in WRAPPERS:
             assert WRAPPERS[kernel] in undefined, src.name
+        elif kernel in HALFWORD_MACS:
+            assert counts["smlabb"] + counts["smlatt"] >= 1, f"{src.name}: {counts}"
         else:
             assert counts["smlad"] >= 1, f"{src.name}: {counts}"
             assert counts["sxtb16"] + counts["sxtab16"] >= 1, f"{src.name}: {counts}"

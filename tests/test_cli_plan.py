@@ -23,11 +23,13 @@ def test_plan_json_has_the_documented_keys():
     j = json.loads(r.stdout)
     for k in ("board", "schedule", "fits", "peak_op", "warnings", "sram", "flash"):
         assert k in j, k
-    for k in ("persistent_bytes", "arena_bytes", "peak_bytes", "lower_bound_bytes", "capacity_bytes"):
+    for k in ("persistent_bytes", "arena_bytes", "stack_bytes", "peak_bytes", "lower_bound_bytes", "capacity_bytes"):
         assert isinstance(j["sram"][k], int), k
     for k in ("params_bytes", "code_bytes_estimate", "capacity_bytes"):
         assert isinstance(j["flash"][k], int), k
-    assert j["sram"]["peak_bytes"] == j["sram"]["persistent_bytes"] + j["sram"]["arena_bytes"]
+    # the planned stack is part of the SRAM the board must hold (the board's reserve no longer has one)
+    assert j["sram"]["peak_bytes"] == j["sram"]["persistent_bytes"] + j["sram"]["arena_bytes"] + j["sram"]["stack_bytes"]
+    assert j["sram"]["stack"]["stack_bytes"] == j["sram"]["stack_bytes"] > 0 and j["sram"]["stack"]["target"] == "cortex-m4+dsp"
     assert j["sram"]["lower_bound_bytes"] <= j["sram"]["peak_bytes"]
     assert j["fits"] is True
 

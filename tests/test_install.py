@@ -82,7 +82,8 @@ def _run_installed(target: Path, *args: str) -> subprocess.CompletedProcess:
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for must in ("microtrain/compiler/ir.py", "microtrain/compiler/inspect.py", "microtrain/host/cli.py",
-                 "microtrain/host/resources.py", "microtrain/firmware/README.md"):
+                 "microtrain/host/resources.py", "microtrain/firmware/README.md",
+                 "microtrain/compiler/memory/stack_table.json"):
         assert must in names, must
     assert not any(n.startswith("microtrain/__init__") for n in names), "microtrain must stay a namespace"
     expected = (_source_files("compiler", (".py",)) + _source_files("host", (".py",))

@@ -202,6 +202,31 @@ def test_pio_project_config(core, tmp_path, name):
     assert p.returncode == 0 and "free from linting errors" in p.stdout, p.stdout + p.stderr
 
 
+@pytest.mark.parametrize("name", REAL)
+def test_pio_project_config_real_folder(core, tmp_path, name):
+    """The folder `microtrain compile` writes for a real board (its SDK port included, see
+    tests/test_real_ports.py) passes `pio project config` and `--lint`, and its build selects the port."""
+    from microtrain.compiler.codegen.project import real_port
+
+    b = get_board(name)
+    d = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["compile", MODEL, "--board", name, "-o", str(d)], catch_exceptions=True)
+    assert r.exit_code == 0, r.output
+    p = pio(core, ["project", "config", "--json-output"], d)
+    assert p.returncode == 0, p.stdout + p.stderr
+    sections = dict((s, dict(opts)) for s, opts in json.loads(p.stdout))
+    env = sections[f"env:{mtpio.env_name(b)}"]
+    assert (env["platform"], env["board"], env["framework"]) == (
+        b.platformio.platform, b.platformio.board, [b.platformio.framework])
+    port = real_port(b)
+    if b.platformio.framework not in mtpio.CMAKE_FRAMEWORKS:
+        for f in port.sources:
+            assert f"+<port/{port.name}/{f}>" in env["build_src_filter"], env["build_src_filter"]
+    assert "-include mt_port.h" in env["build_src_flags"]
+    p = pio(core, ["project", "config", "--lint"], d)
+    assert p.returncode == 0 and "free from linting errors" in p.stdout, p.stdout + p.stderr
+
+
 # ---- pio run, offline --------------------------------------------------------------------------------
 
 def _boots(board, elf: Path, cwd: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from ..ir import Graph
 from ..memory.lifetimes import (GRAD_EXP_BYTES, depthwise_inplace_rows, is_pointwise, loss_layout,
                                 scratch_layout)
 from ..memory.memplan import MemoryPlan, plan_memory
+from ..memory.stack import dsp_dispatch, program_kernels, table as stack_table
 from ..program import LINEAR_OPS
 from ..schedule import Schedule, TrainPlan, resolve
 from ..train_int import Int8Trainer
@@ -61,6 +63,11 @@ class Generated:
     trainer: Int8Trainer  # the host twin whose constants were emitted
     hash: str
     manifest: dict[str, Any] = field(default_factory=dict)  # checkpoint layout, sizes
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        """The kernels the emitted program calls (generic names; MT_KERNEL picks DSP variants)."""
+        return called_kernels(self.files["mt_model.c"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,6 +97,30 @@ def _c_int(v: int, ctype: str = "int32_t") -> str:
     if v == -(1 << 31):
         return "(-2147483647 - 1)"
     return str(v)
+
+
+def _kernel_names() -> set[str]:
+    return {k for t in stack_table()["targets"].values() for k in t["kernels"] if not k.endswith("_dsp")}
+
+
+def called_kernels(source: str) -> tuple[str, ...]:
+    """Public kernels called by the C ``source`` (a direct call or MT_KERNEL(name)); the scratch
+    companions ``*_scratch_bytes`` are left out (only the MT_CHECK_SCRATCH test hook calls them)."""
+    names = set(re.findall(r"\b(mt_[a-z0-9_]+)\)?\s*\(", source)) & _kernel_names()
+    return tuple(sorted(n for n in names if not n.endswith("_scratch_bytes")))
+
+
+def _check_kernels(source: str, mm) -> None:
+    """The planner's list of the program's kernels (memory.stack.program_kernels: what the stack is
+    planned for) must hold every kernel the emitted C calls, and kernels with a DSP variant are
+    only called through MT_KERNEL (which the planner assumes)."""
+    extra = set(called_kernels(source)) - set(program_kernels(mm))
+    if extra:
+        raise CodegenError(f"internal: the program calls {', '.join(sorted(extra))}, which the stack plan "
+                           "(compiler/memory/stack.py program_kernels) does not know")
+    direct = [k for k in dsp_dispatch() if re.search(rf"\b{k}\s*\(", source)]
+    if direct:
+        raise CodegenError(f"internal: {', '.join(direct)} called without MT_KERNEL")
 
 
 def model_hash(graph: Graph, plan: TrainPlan, options: dict[str, Any]) -> str:
@@ -247,7 +278,7 @@ class _Emitter:
                 fp = self.const(f"{k}_fc", f"static const mt_fc_params {k}_fc = {{{p['in_zp']}, {p['w_zp']}, "
                                 f"{p['out_zp']}, {act_lo}, {act_hi}, {split}}};")
                 if st.op == "fully_connected_acc":
-                    body.append(f"MT_TRY(mt_fully_connected_acc_s32(&{fp}, n, {cin}, {self.ptr(x)}, {cout}, {w}, {b}, "
+                    body.append(f"MT_TRY(MT_KERNEL(mt_fully_connected_acc_s32)(&{fp}, n, {cin}, {self.ptr(x)}, {cout}, {w}, {b}, "
                                 f"{self.ptr(y, 'int32_t')}));")
                 else:
                     body.append(f"MT_TRY(MT_KERNEL(mt_fully_connected_fwd_s8)(&{fp}, &{q}, n, {cin}, {self.ptr(x)}, "
@@ -283,7 +314,7 @@ class _Emitter:
                         ring = self.parts(st, [("ring", _a4(rows * ysh[2] * ysh[3]))])["ring"]
                         self.check(st, f"mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(&dout, {rows})",
                                    _a4(rows * ysh[2] * ysh[3]), f"const mt_dims dout = {self.dims(y, '1')}; ")
-                        body.append(f"MT_TRY(mt_depthwise_conv2d_fwd_s8_inplace(&{dp}, &{q}, &di, {self.ptr(x)}, &df, "
+                        body.append(f"MT_TRY(MT_KERNEL(mt_depthwise_conv2d_fwd_s8_inplace)(&{dp}, &{q}, &di, {self.ptr(x)}, &df, "
                                     f"{w}, {b}, &dout, (int8_t *){ring}, {rows}));")
                     else:
                         body.append(f"MT_TRY(MT_KERNEL(mt_depthwise_conv2d_fwd_s8)(&{dp}, &{q}, &di, {self.ptr(x)}, &df, "
@@ -509,7 +540,7 @@ class _Emitter:
             cs = self.arr("int32_t", f"ce_acc{batch}_shift", p["shift"])
             cp = self.const(f"ce_acc{batch}", f"static const mt_softmax_ce_acc_params ce_acc{batch} = {{{cm}, {cs}, "
                             f"{p['frac_bits']}, {p['radius']}, {bp}}};")
-            body.append(f"MT_TRY(mt_fully_connected_acc_s32(&{fp}, {batch}, {wt[1]}, {self.ptr(final.inputs[0])}, {wt[0]}, "
+            body.append(f"MT_TRY(MT_KERNEL(mt_fully_connected_acc_s32)(&{fp}, {batch}, {wt[1]}, {self.ptr(final.inputs[0])}, {wt[0]}, "
                         f"{w}, {b}, (int32_t *){sp['acc']}));")
             body.append(f"MT_TRY(mt_softmax_ce_acc_s32(&{cp}, {batch}, {C}, (int32_t *){sp['buf']}, (int32_t *){sp['acc']}, "
                         f"{lab}, {g}, {ge}, NULL, &mt_loss_mean, mt_corr));")
@@ -565,12 +596,24 @@ def generate(graph: Graph, plan: TrainPlan | Schedule, *, lr: float | None = Non
                      total_steps=1 if lr_schedule == "cosine" else None, qas=qas, remedy=remedy, loss_input=loss_input)
     _check(graph, tr, accumulate)
     mp = plan_memory(graph, plan, algorithms=algorithms, remedy=remedy, momentum=momentum, lr_schedule=lr_schedule,
-                     loss_input=loss_input)
+                     loss_input=loss_input, board=_target_board(board))
     options = {"lr": tr.lrs, "momentum": momentum, "lr_schedule": lr_schedule, "qas": tr.qas, "remedy": remedy,
-               "loss_input": loss_input, "fg": [tr.fg.m, tr.fg.eps, tr.fg.batch], "board": board}
+               "loss_input": loss_input, "fg": [tr.fg.m, tr.fg.eps, tr.fg.batch],
+               "board": board if board is None or isinstance(board, str) else board.name}
     digest = model_hash(graph, plan, options)
     em = _Emitter(graph, plan, tr, mp, digest)
     return _assemble(em, options)
+
+
+def _target_board(board):
+    """The Board whose stack ``gen.memory`` plans (None: no board, or the host build)."""
+    if board is None or (isinstance(board, str) and board.strip().lower() == "host"):
+        return None
+    if isinstance(board, str):
+        from ...host.boards import get_board
+
+        return get_board(board)
+    return board
 
 
 def _assemble(em: _Emitter, options: dict) -> Generated:
@@ -1113,6 +1156,7 @@ uint32_t mt_arena_high_water(void)
                 "params_bytes": params_bytes, "checkpoint": ck_offsets, "batch": B, "classes": C,
                 "input_bytes": in_size, "input_shape": list(g.tensors[inp].shape), "options": options,
                 "sram_rows": {n: r for n, (_, r) in em.sram.items()}}
+    _check_kernels(src, mm)
     files = {"mt_model.h": hdr, "mt_model.c": src, "mt_model.json": json.dumps(manifest, indent=1, sort_keys=True) + "\n"}
     return Generated(files, mp, tr, em.hash, manifest)
 

@@ -2,7 +2,8 @@
 device loop (``src/device``) + a board port (``firmware/port``), compiled into an ELF for an emulated
 board (QEMU) or into an executable for this host (board ``"host"``, which serves a pseudo-terminal).
 
-    build_image(gen, board, out_dir, *, dsp=None, opt="-O2", defines=(), extra_flags=()) -> Path
+    build_image(gen, board, out_dir, *, dsp=None, opt="-O2", defines=(), extra_flags=(), stack_bytes=None) -> Path
+    stack_bytes_of(gen, board, *, dsp=None) -> int | None    the planned main stack of the image
     qemu_command(board, elf, tcp_port, *, icount=True, wait=False) -> list[str]
     host_command(exe, *, storage=None, exit_on_hup=True, stdio=False) -> list[str]
     EMULATED, PORTS, port_of(board), project_device_files(board), project_layout(board)
@@ -21,7 +22,10 @@ host               ``host``               pty / stdio / fd; ``--storage`` file; 
 Every source is compiled with the flags of :func:`compile_flags` (``-std=c99 -Wall -Wextra -Werror``,
 the board's target flags, ``-DMT_USE_DSP`` on DSP cores, the port's defines); ``mt_model.c`` also
 gets ``-include mt_port.h`` so its ``MT_CYCLES()`` reads the port's counter. Bare-metal images link
-with the port's linker script and ``-Wl,--gc-sections``. The compiled folder of ``microtrain
+with the port's linker script and ``-Wl,--gc-sections``; their main stack ([_sstack, _estack) of the
+linker script, HELLO_INFO.stack_size) is the planner's reservation for the program on the board
+(``-Wl,--defsym=__stack_size=N``, N = :func:`stack_bytes_of`: compiler/memory/stack.py), whose
+device-measured high-water mark (METRICS.stack_hwm) stays below it. The compiled folder of ``microtrain
 compile`` builds the same image with ``make firmware`` (:mod:`.project`; :func:`project_layout`
 lists its sources for other build systems).
 
@@ -146,10 +150,12 @@ def _define(d: str) -> str:
     return d if d.startswith("-D") else f"-D{d}"
 
 
-def compile_flags(board, *, dsp: bool | None = None, opt: str = OPT, defines: Iterable[str] = ()) -> list[str]:
-    """Flags every source of ``board``'s image is compiled with (no include paths)."""
+def compile_flags(board, *, dsp: bool | None = None, opt: str = OPT, defines: Iterable[str] = (),
+                  port: Port | None = None) -> list[str]:
+    """Flags every source of ``board``'s image is compiled with (no include paths). ``port``: another
+    port's defines (tools/stack_usage.py compiles a reference port for cores without their own)."""
     name, b = _board(board)
-    port = port_of(board)
+    port = port_of(board) if port is None else port
     use_dsp = (b is not None and b.dsp) if dsp is None else bool(dsp)
     if use_dsp and (b is None or b.arch != "arm"):
         raise BuildError(f"{name}: the DSP kernel variants need an Arm core with the DSP extension")
@@ -161,15 +167,18 @@ def compile_flags(board, *, dsp: bool | None = None, opt: str = OPT, defines: It
     return flags
 
 
-def link_flags(board) -> list[str]:
-    """Link flags of ``board``'s image (after the objects): linker script, no start files, -lgcc."""
+def link_flags(board, *, port: Port | None = None, stack_bytes: int | None = None) -> list[str]:
+    """Link flags of ``board``'s image (after the objects): linker script, no start files, -lgcc;
+    ``stack_bytes``: the size of the main stack (``__stack_size`` of the port's linker script, whose
+    default is used without it); ``port``: another port's linker script."""
     name, b = _board(board)
-    port = port_of(board)
+    port = port_of(board) if port is None else port
     if not port.bare_metal:
         return []
     fw = firmware_dir()
     libc = ["--specs=nosys.specs"] if b.arch == "arm" else ["-nostdlib"]
-    return ["-nostartfiles", *libc, "-T", str(fw / port.ldscript), "-Wl,--gc-sections",
+    stack = [] if stack_bytes is None else [f"-Wl,--defsym=__stack_size={int(stack_bytes)}"]
+    return ["-nostartfiles", *libc, "-T", str(fw / port.ldscript), *stack, "-Wl,--gc-sections",
             "-Wl,--no-warn-rwx-segments", "-lgcc"]
 
 
@@ -204,11 +213,12 @@ def project_device_files(board) -> dict[str, str]:
     return out
 
 
-def project_layout(board) -> dict:
+def project_layout(board, gen: Generated | None = None) -> dict:
     """What ``make firmware`` builds in a compiled folder, as the keys of
     :class:`~.platformio.Layout`: sources (folder-relative), include dirs, defines, cflags
-    (``-include mt_port.h``: the program's MT_CYCLES()), the linker script and the port's name.
-    Only for boards with a bare-metal port (``EMULATED``)."""
+    (``-include mt_port.h``: the program's MT_CYCLES()), the linker script and the port's name;
+    with ``gen``, ldflags linking its planned main stack (:func:`stack_bytes_of`). Only for boards
+    with a bare-metal port (``EMULATED``)."""
     name, b = _board(board)
     if name not in EMULATED:
         raise BuildError(f"{name}: no bare-metal port; the compiled folder has no firmware target")
@@ -216,9 +226,12 @@ def project_layout(board) -> dict:
     files = project_device_files(board)
     sources = ["mt_model.c"] + [k for k in runtime_sources(b) if k.endswith(".c")]
     sources += [k for k in files if k.endswith(".c")]
-    return {"sources": tuple(sources), "include_dirs": (".", "include", f"port/{port.name}"),
-            "defines": tuple(port.defines), "cflags": ("-include", "mt_port.h"),
-            "ldscript": f"port/{port.name}/{port.ldscript.rsplit('/', 1)[1]}", "port": port.name}
+    out = {"sources": tuple(sources), "include_dirs": (".", "include", f"port/{port.name}"),
+           "defines": tuple(port.defines), "cflags": ("-include", "mt_port.h"),
+           "ldscript": f"port/{port.name}/{port.ldscript.rsplit('/', 1)[1]}", "port": port.name}
+    if gen is not None:
+        out["ldflags"] = (f"-Wl,--defsym=__stack_size={stack_bytes_of(gen, b)}",)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +249,8 @@ def _kernel_archive(cc: str, flags: list[str], dsp: bool) -> Path:
     inc = firmware_dir() / "include"
     srcs = kernel_sources(dsp)
     key = _digest(cc.encode(), " ".join(flags).encode(), *(p.read_bytes() for p in srcs),
-                  *(p.read_bytes() for p in sorted(inc.glob("*.h"))))
+                  *(p.read_bytes() for p in sorted(inc.glob("*.h"))),
+                  *(p.read_bytes() for d in sorted({s.parent for s in srcs}) for p in sorted(d.glob("*.h"))))
     ar = cc[:-3] + "ar" if cc.endswith("gcc") else "ar"
     ar = ar if shutil.which(ar) else "ar"
 
@@ -253,13 +267,25 @@ def _kernel_archive(cc: str, flags: list[str], dsp: bool) -> Path:
     return _atomic(cache_dir() / "firmware" / f"libmtkernels-{key}.a", build)
 
 
+def stack_bytes_of(gen: Generated, board, *, dsp: bool | None = None) -> int | None:
+    """The main stack of ``gen``'s image on ``board``: the planner's reservation for this board and
+    kernel variants (``MemoryPlan.stack_for``; equal to ``gen.memory.stack_bytes`` when the program
+    was generated for ``board``). None for the host build (its stack is the OS's)."""
+    name, b = _board(board)
+    if b is None:
+        return None
+    return gen.memory.stack_for(b, dsp=b.dsp if dsp is None else bool(dsp)).total_bytes
+
+
 def build_image(gen: Generated, board, out_dir, *, dsp: bool | None = None, opt: str = OPT,
-                defines: Iterable[str] = (), extra_flags: Iterable[str] = ()) -> Path:
+                defines: Iterable[str] = (), extra_flags: Iterable[str] = (), stack_bytes: int | None = None) -> Path:
     """Compile ``gen`` into a device image for ``board`` (a Board, a board name, or ``"host"``);
     the image is copied to ``out_dir`` (``firmware.elf``, or ``mt_device`` for the host) and its
     path returned. ``dsp``: the Arm DSP kernel variants (default: the board's feature);
     ``defines``: extra ``NAME[=VALUE]`` (e.g. ``MT_DEVICE_MAX_PAYLOAD=256``); ``extra_flags``: more
-    compiler flags for every source and the link (e.g. sanitizers for a host build)."""
+    compiler flags for every source and the link (e.g. sanitizers for a host build). Bare-metal
+    images get a main stack of exactly the planned ``stack_bytes_of(gen, board)`` (HELLO_INFO's
+    stack_size), or ``stack_bytes``."""
     name, b = _board(board)
     port = port_of(board)
     cc = compiler(board)
@@ -275,7 +301,9 @@ def build_image(gen: Generated, board, out_dir, *, dsp: bool | None = None, opt:
     archive = _kernel_archive(cc, kflags, use_dsp)
     srcs = [fw / s for s in port_sources(board)]
     deps = srcs + [fw / h for h in port.headers] + ([fw / port.ldscript] if port.ldscript else [])
-    lflags = link_flags(board)
+    if port.bare_metal and stack_bytes is None:
+        stack_bytes = stack_bytes_of(gen, board, dsp=use_dsp)
+    lflags = link_flags(board, stack_bytes=stack_bytes if port.bare_metal else None)
     key = _digest(archive.name.encode(), " ".join(flags + lflags).encode(), cc.encode(),
                   *(gen.files[n].encode() for n in sorted(gen.files)), *(p.read_bytes() for p in deps),
                   *(p.read_bytes() for p in sorted(inc.glob("*.h"))))

@@ -8,17 +8,20 @@ The returned files are written next to them:
 
 * ``platformio.ini``: one environment named after the board (``[env:qemu-m4]``) whose
   ``src_dir = .`` and ``build_src_filter`` select exactly ``layout.sources``, ``include_dir = include``,
-  ``build_flags`` = include dirs and defines (``-DMT_USE_DSP`` on DSP cores), ``build_src_flags`` =
+  ``build_flags`` = include dirs, defines (``-DMT_USE_DSP`` on DSP cores) and ``layout.ldflags``, ``build_src_flags`` =
   :func:`src_flags_of` (C99, warnings; ``-O2 -Werror`` on emulated boards like ``make firmware``,
   ``-Os`` on real ones like the library ``microtrain plan`` budgets) + ``layout.cflags`` (only the
   project's sources get them, never a vendor SDK), ``monitor_speed = 115200`` (the host bridge's
   baud rate).
 * Real boards (``[platformio]`` in the board TOML, no ``[qemu]``): ``platform``, ``board``, ``framework``
   from that table; PlatformIO downloads the platform and SDK (network needed). The mt_port.h
-  implementation for the SDK is the port's job (``layout.sources``). ESP-IDF and Zephyr build the
-  project through CMake and ignore ``build_src_filter``: for them the same sources are listed in
-  ``main/CMakeLists.txt`` + ``CMakeLists.txt`` (ESP-IDF, ``src_dir = main``) or ``zephyr/CMakeLists.txt``
-  + ``zephyr/prj.conf`` (Zephyr), see :func:`cmake_files`.
+  implementation for the SDK is the port's job (``layout.sources``: ``port/<framework>/``, see
+  ``project.REAL_PORTS``). ESP-IDF and Zephyr build the project through CMake and ignore
+  ``build_src_filter``: for them the same sources are listed in ``main/CMakeLists.txt`` +
+  ``CMakeLists.txt`` (ESP-IDF, ``src_dir = main``; plus ``sdkconfig.defaults``: logging off, since
+  the protocol shares UART0 with the console, no idle-task watchdog, an 8 KiB main task) or
+  ``zephyr/CMakeLists.txt`` + ``zephyr/prj.conf`` (Zephyr: console, printk, banner and logging off on
+  the protocol UART, stack info), see :func:`cmake_files`.
 * Emulated boards: ``platform = symlink://${PROJECT_DIR}/platformio/microtrain-local``, a copy of
   the local platform (``boards/platformio/microtrain-local``: platform.json, platform.py,
   builder/main.py, plus ``boards/<id>.json`` written from the board TOML). It compiles with the
@@ -65,6 +68,8 @@ class Layout:
     include_dirs  ``-I`` dirs (``.`` and ``include`` are PlatformIO's src_dir/include_dir anyway)
     defines       ``NAME`` or ``NAME=VALUE`` (``MT_USE_DSP`` is added on DSP cores)
     cflags        more flags for every file, e.g. ``("-include", "mt_port.h")``
+    ldflags       link flags (``build_flags``, e.g. ``-Wl,--defsym=__stack_size=2048``); SCons-built
+                  frameworks only (ESP-IDF / Zephyr link through CMake: not supported there)
     ldscript      the port's linker script, or None (emulated boards then link an image that
                   cannot run; real boards use their framework's script)
     port          name of the port folder under ``port/``, or None
@@ -73,6 +78,7 @@ class Layout:
     include_dirs: tuple[str, ...] = (".", "include")
     defines: tuple[str, ...] = ()
     cflags: tuple[str, ...] = ()
+    ldflags: tuple[str, ...] = ()
     ldscript: str | None = None
     port: str | None = None
 
@@ -87,7 +93,7 @@ class Layout:
             raise PlatformIOError(f"layout: unknown keys {', '.join(sorted(unknown))}")
         kw: dict[str, Any] = {}
         for k, v in layout.items():
-            kw[k] = tuple(v) if k in ("sources", "include_dirs", "defines", "cflags") else v
+            kw[k] = tuple(v) if k in ("sources", "include_dirs", "defines", "cflags", "ldflags") else v
         if "sources" not in kw:
             raise PlatformIOError("layout: 'sources' is missing")
         return cls(**kw)
@@ -263,7 +269,7 @@ def platformio_ini(board, layout: Layout | Mapping[str, Any]) -> str:
     lay = Layout.from_any(layout)
     sources = _sources(lay)
     incs, defines, extra = _flags(board, lay)
-    flags = [f"-I{d}" for d in incs] + [f"-D{d}" for d in defines]
+    flags = [f"-I{d}" for d in incs] + [f"-D{d}" for d in defines] + [_ini_value(f) for f in lay.ldflags]
     emulated = board.qemu is not None
     framework = _framework(board)
     # layout.cflags (e.g. "-include mt_port.h") go to our sources only, never into a vendor SDK
@@ -318,18 +324,53 @@ def platformio_ini(board, layout: Layout | Mapping[str, Any]) -> str:
 CMAKE_FRAMEWORKS = {"espidf": ("main", "main/CMakeLists.txt"), "zephyr": (".", "zephyr/CMakeLists.txt")}
 
 
+#: zephyr/prj.conf (port/zephyr/mt_port_zephyr.c relies on it)
+ZEPHYR_PRJ_CONF = """\
+# Zephyr configuration of the microtrain firmware (port/zephyr/mt_port_zephyr.c).
+# the UART driver; the protocol polls the devicetree's zephyr,console UART
+CONFIG_SERIAL=y
+# nothing but protocol frames on that UART: no console, printk, boot banner or log output
+CONFIG_CONSOLE=n
+CONFIG_UART_CONSOLE=n
+CONFIG_PRINTK=n
+CONFIG_BOOT_BANNER=n
+CONFIG_LOG=n
+# the device loop and the generated program run in the main thread
+CONFIG_MAIN_STACK_SIZE=4096
+# stack size and high-water mark of the main thread (HELLO_INFO, METRICS)
+CONFIG_THREAD_STACK_INFO=y
+CONFIG_INIT_STACKS=y
+"""
+
+#: sdkconfig.defaults of ESP-IDF folders (port/espidf/mt_port_espidf.c relies on it); ESP-IDF reads
+#: it when PlatformIO first creates sdkconfig.<env>
+SDKCONFIG_DEFAULTS = """\
+# ESP-IDF configuration of the microtrain firmware (port/espidf/mt_port_espidf.c).
+# The protocol shares UART0 with the console: no log output from the bootloader or the app.
+CONFIG_BOOTLOADER_LOG_LEVEL_NONE=y
+CONFIG_LOG_DEFAULT_LEVEL_NONE=y
+# A training step may keep the CPU longer than the task watchdog's 5 s.
+# CONFIG_ESP_TASK_WDT_CHECK_IDLE_TASK_CPU0 is not set
+# The device loop and the generated program run in the main task.
+CONFIG_ESP_MAIN_TASK_STACK_SIZE=8192
+"""
+
+
 def _cmake_list(items: list[str], indent: str = "    ") -> str:
     return "\n".join(f'{indent}"{i}"' for i in items)
 
 
 def cmake_files(board, layout: Layout | Mapping[str, Any]) -> dict[str, str]:
-    """The CMake files ESP-IDF / Zephyr need (empty for other frameworks). Sources, include dirs,
-    defines and flags are the layout's, given relative to the list file's folder."""
+    """The CMake files ESP-IDF / Zephyr need (empty for other frameworks) and their configuration
+    (``sdkconfig.defaults``, ``zephyr/prj.conf``). Sources, include dirs, defines and flags are the
+    layout's, given relative to the list file's folder."""
     framework = _framework(board)
     if framework not in CMAKE_FRAMEWORKS:
         return {}
     lay = Layout.from_any(layout)
     sources = _sources(lay)
+    if lay.ldflags:
+        raise PlatformIOError(f"layout: link flags are not supported with {framework} (CMake links the image)")
     incs, defines, extra = _flags(board, lay)
     opts = [f'"SHELL:{o}"' if " " in o else o for o in extra]  # SHELL: keeps "-include X" pairs intact
     up = lambda p: ".." if p == "." else f"../{p}"  # noqa: E731  (list files sit one folder down)
@@ -343,7 +384,7 @@ def cmake_files(board, layout: Layout | Mapping[str, Any]) -> dict[str, str]:
             main += "target_compile_options(${COMPONENT_LIB} PRIVATE %s)\n" % " ".join(opts)
         root = (head + "cmake_minimum_required(VERSION 3.16.0)\n"
                 "include($ENV{IDF_PATH}/tools/cmake/project.cmake)\nproject(microtrain)\n")
-        return {"CMakeLists.txt": root, "main/CMakeLists.txt": main}
+        return {"CMakeLists.txt": root, "main/CMakeLists.txt": main, "sdkconfig.defaults": SDKCONFIG_DEFAULTS}
     app = (head + "cmake_minimum_required(VERSION 3.20.0)\n"
            "find_package(Zephyr REQUIRED HINTS $ENV{ZEPHYR_BASE})\nproject(microtrain)\n\n"
            "target_sources(app PRIVATE\n" + _cmake_list(["${CMAKE_CURRENT_SOURCE_DIR}/" + up(s) for s in sources]) +
@@ -353,9 +394,7 @@ def cmake_files(board, layout: Layout | Mapping[str, Any]) -> dict[str, str]:
         app += "target_compile_definitions(app PRIVATE %s)\n" % " ".join(defines)
     if opts:
         app += "target_compile_options(app PRIVATE %s)\n" % " ".join(opts)
-    conf = ("# Zephyr configuration of the microtrain firmware (the port may add options).\n"
-            "CONFIG_SERIAL=y\nCONFIG_MAIN_STACK_SIZE=4096\n")
-    return {"zephyr/CMakeLists.txt": app, "zephyr/prj.conf": conf}
+    return {"zephyr/CMakeLists.txt": app, "zephyr/prj.conf": ZEPHYR_PRJ_CONF}
 
 
 def project_files(board, layout: Layout | Mapping[str, Any]) -> dict[str, str]:

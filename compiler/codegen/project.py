@@ -11,7 +11,8 @@ Layout of ``out_dir``::
     src/kernels/dsp/*.c                       Arm DSP-extension variants (boards with dsp = true only)
     src/proto/mt_frame.c  src/device/*.c      the protocol engine (device loop; main() with a port)
     port/<port>/                              the board's port (emulated boards: UART, storage, stack,
-                                              startup, linker script)
+                                              startup, linker script; real boards: mt_port.h on the
+                                              SDK of their PlatformIO framework, ``REAL_PORTS``)
     Makefile                                  `make` -> libmtmodel.a, `make size`, `make clean`;
                                               emulated boards: `make firmware` -> firmware.elf, `make qemu`
     README.md                                 the C API and the port hooks
@@ -35,6 +36,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +87,74 @@ def runtime_sources(board, firmware: Path | None = None) -> dict[str, Path]:
     return out
 
 
+@dataclass(frozen=True)
+class RealPort:
+    """The mt_port.h implementation of a real board's PlatformIO framework (``firmware/port/<name>/``)."""
+
+    name: str                        # folder under firmware/port (= the framework's name)
+    sources: tuple[str, ...]         # file names in that folder
+    main: bool                       # True: main() is src/device/mt_main.c; False: the port has the
+                                     # entry point (Arduino setup()/loop(), ESP-IDF app_main())
+    defines: tuple[str, ...] = ()    # NAME or NAME=VALUE for every source (platformio.ini build_flags)
+    ldflags: tuple[str, ...] = ()    # link flags (build_flags)
+
+
+#: PlatformIO framework -> its port (firmware/port/<framework>/; each file documents the SDK calls,
+#: the UART, the cycle counter, storage and stack it uses)
+REAL_PORTS: dict[str, RealPort] = {
+    "stm32cube": RealPort("stm32cube", ("mt_port_stm32cube.c",), main=True),
+    "arduino": RealPort("arduino", ("mt_port_arduino.cpp",), main=False),
+    "zephyr": RealPort("zephyr", ("mt_port_zephyr.c",), main=True),
+    "espidf": RealPort("espidf", ("mt_port_espidf.c",), main=False),
+    # HiFive1 Rev B: 16 KiB RAM -> 256-byte frames (like qemu-rv32), 2 KiB stack (the BSP's
+    # metal.default.lds defaults __stack_size to 1 KiB)
+    "freedom-e-sdk": RealPort("freedom-e-sdk", ("mt_port_freedom.c",), main=True,
+                              defines=("MT_DEVICE_MAX_PAYLOAD=256",),
+                              ldflags=("-Wl,--defsym=__stack_size=2048",)),
+}
+
+
+def real_port(board) -> RealPort | None:
+    """The SDK port of a real board (``[platformio]`` in its TOML, no ``[qemu]``), or None."""
+    pio = getattr(board, "platformio", None)
+    if getattr(board, "qemu", None) is not None or pio is None:
+        return None
+    return REAL_PORTS.get(pio.framework)
+
+
 def device_sources(board) -> dict[str, str]:
     """Project-relative path -> firmware-relative path of the protocol engine (``mt_frame.c``,
     ``mt_device.c``: every board) and, for boards with a bare-metal port (the emulated ones),
-    ``mt_main.c`` and the port (``port/<port>/``: startup, UART, storage, stack, linker script)."""
-    from .firmware import project_device_files
+    ``mt_main.c`` and the port (``port/<port>/``: startup, UART, storage, stack, linker script);
+    for a real board the port of its PlatformIO framework (``port/<framework>/``) and, unless that
+    port has the entry point itself, ``mt_main.c``."""
+    from .firmware import MAIN_SOURCE, project_device_files
 
-    return project_device_files(board)
+    out = dict(project_device_files(board))
+    port = real_port(board)
+    if port is not None:
+        if port.main:
+            out[MAIN_SOURCE] = MAIN_SOURCE
+        for f in port.sources:
+            out[f"port/{port.name}/{f}"] = f"port/{port.name}/{f}"
+    return out
+
+
+def real_layout(board, runtime: dict, device: dict) -> dict:
+    """The :class:`~.platformio.Layout` keys of a real board's folder: the library sources, the
+    device loop and the port; ``-include mt_port.h`` for the program's ``MT_CYCLES()`` (every
+    framework passes it to the folder's own sources only: build_src_flags, or the CMake target of
+    the app); the port's defines and link flags."""
+    port = real_port(board)
+    sources = ["mt_model.c"] + [k for k in runtime if k.endswith(".c")]
+    sources += [k for k in device if k.endswith((".c", ".cpp"))]
+    lay: dict = {"sources": sources, "include_dirs": [".", "include"], "cflags": ["-include", "mt_port.h"]}
+    if port is not None:
+        lay["include_dirs"].append(f"port/{port.name}")
+        lay["defines"] = list(port.defines)
+        lay["ldflags"] = list(port.ldflags)
+        lay["port"] = port.name
+    return lay
 
 
 def toolchain(board) -> dict[str, Any]:
@@ -121,10 +184,14 @@ def _firmware_rules(gen: Generated, board, device: list[str]) -> str:
     libc = "--specs=nosys.specs" if board.arch == "arm" else "-nostdlib"
     qemu = " ".join(fw.qemu_command(board, "firmware.elf", 5555, icount=False)).replace(
         "127.0.0.1:5555", "127.0.0.1:$(QEMU_PORT)")
+    stack = fw.stack_bytes_of(gen, board)
     return f"""
 # ---- firmware.elf: this program as a protocol device on {board.name} (port/{port.name}) ----------
 #   make firmware             build firmware.elf (same flags as microtrain's build_image; FW_OPT=-O2)
 #   make qemu [QEMU_PORT=N]   run it in QEMU, the protocol UART on tcp://127.0.0.1:N (default 5555)
+# STACK_SIZE: the main stack the planner reserved for this program (`microtrain plan`: sram.stack_bytes;
+# compiler/memory/stack.py), linked as [_sstack, _estack) and reported as HELLO_INFO.stack_size
+STACK_SIZE ?= {stack}
 FW_OPT    ?= {fw.OPT}
 FW_TARGET = {' '.join(fw.target_flags(board))}
 FW_DEFS   = {('$(DEFS) ' + defs).strip()}
@@ -134,7 +201,8 @@ FW_SRCS   = $(SRCS) \\
 FW_HDRS   = {hdrs}
 FW_OBJS   = $(patsubst %.c,build/fw/%.o,$(FW_SRCS))
 LDSCRIPT  = {lay['ldscript']}
-FW_LDFLAGS = -nostartfiles {libc} -T $(LDSCRIPT) -Wl,--gc-sections -Wl,--no-warn-rwx-segments
+FW_LDFLAGS = -nostartfiles {libc} -T $(LDSCRIPT) -Wl,--defsym=__stack_size=$(STACK_SIZE) -Wl,--gc-sections \\
+             -Wl,--no-warn-rwx-segments
 QEMU_PORT ?= 5555
 
 firmware: firmware.elf
@@ -218,11 +286,19 @@ def readme(gen: Generated, board) -> str:
 
     m = gen.manifest
     firmware = ""
+    port = real_port(board)
     if board.name in fw.EMULATED:
         firmware = (f"\nThis board has a port (`port/{fw.PORTS[board.name].name}/`): `make firmware` builds\n"
                     f"`firmware.elf` (the program, the kernels, the device loop with `src/device/mt_main.c` and the\n"
                     f"port; `FW_OPT=-O2` by default) and `make qemu [QEMU_PORT=5555]` runs it in QEMU with the\n"
                     f"protocol UART on `tcp://127.0.0.1:5555`.\n")
+    elif port is not None:
+        entry = "`src/device/mt_main.c`" if port.main else "the port's own entry point"
+        firmware = (f"\nThis board has a port on its SDK (`port/{port.name}/`, PlatformIO framework `{port.name}`; "
+                    f"the file\nheader says which UART, cycle counter and stack it uses): `pio run` builds the "
+                    f"device firmware\n(the program, the kernels, the device loop with {entry} and the port; "
+                    f"PlatformIO\ndownloads the SDK, network needed), `pio run -t upload` flashes it; the protocol "
+                    f"UART runs\nat 115200 baud.\n")
     return f"""# Training program {gen.hash} for {board.name}
 
 Generated by microtrain ({GENERATOR}); regenerate with `microtrain compile`, do not edit.
@@ -304,23 +380,23 @@ def project_files(gen: Generated, board) -> dict[str, bytes]:
         files[rel] = (fw / src).read_bytes()
     files["Makefile"] = makefile(gen, board, list(runtime), list(device)).encode()
     files["README.md"] = readme(gen, board).encode()
-    files.update({rel: text.encode() for rel, text in _platformio_files(board, runtime, device).items()})
+    files.update({rel: text.encode() for rel, text in _platformio_files(board, runtime, device, gen).items()})
     return dict(sorted(files.items()))
 
 
-def _platformio_files(board, runtime: dict, device: dict) -> dict[str, str]:
+def _platformio_files(board, runtime: dict, device: dict, gen: Generated | None = None) -> dict[str, str]:
     """platformio.ini (+ the local platform on emulated boards, CMake files on ESP-IDF / Zephyr):
-    the same sources as the Makefile (compiler/codegen/platformio.py, docs/platformio.md)."""
+    the same sources as the Makefile (compiler/codegen/platformio.py, docs/platformio.md); an
+    emulated board's image links the program's planned stack, as ``make firmware``."""
     from . import firmware as fw
     from .platformio import project_files as pio_files
 
     if getattr(board, "platformio", None) is None and board.name not in fw.EMULATED:
         return {}
     if board.name in fw.EMULATED:
-        layout = fw.project_layout(board)
+        layout = fw.project_layout(board, gen)
     else:
-        layout = {"sources": ["mt_model.c"] + [k for k in runtime if k.endswith(".c")]
-                  + [k for k in device if k.endswith(".c")]}
+        layout = real_layout(board, runtime, device)
     return pio_files(board, layout)
 
 

@@ -1,6 +1,7 @@
 """microtrain.compiler.memory: buffer lifetimes -> one static arena per region, verified.
 
-``planner`` is a pure function over ``Buffer`` records; ``render`` draws a plan (text or PNG).
+``planner`` is a pure function over ``Buffer`` records; ``render`` draws a plan (text or PNG);
+``stack`` plans the main stack of a program on a board (``stack_table.json``, tools/stack_usage.py).
 """
 from __future__ import annotations
 

@@ -493,19 +493,22 @@ def _static_memory(graph: Graph, plan: TrainPlan, fg_layers, remedy: str, moment
 #: code bytes per C kernel (Thumb-2, -Os, Cortex-M4 with the DSP variants where one exists), by op
 #: and pass ("fwd", "bwd" = input gradient, "update" = weight rows), each counted once however often
 #: it is called; pseudo-ops: "bias" (bias update), "engine" (loss, gradient format, lr schedule,
-#: activation masks), "fg" (perturb / sign update). Measured with arm-none-eabi-size of the
-#: generated program's objects (bench/flash.py, bench/results/flash.json).
+#: activation masks; "update": the per-weight update chain every weight-update kernel shares), "fg"
+#: (perturb / sign update). Measured with arm-none-eabi-size of `ld -r --gc-sections` closures of
+#: each kernel's entry (its DSP variant where one exists), shared code counted once (the 1x1
+#: kernels wrap the fully-connected ones); cross-checked by bench/flash.py.
 KERNEL_CODE = {
-    ("conv2d", "fwd"): 1384, ("pointwise_conv2d", "fwd"): 1004, ("depthwise_conv2d", "fwd"): 1224,
-    ("fully_connected", "fwd"): 920, ("add", "fwd"): 910, ("relu", "fwd"): 332, ("relu6", "fwd"): 332,
+    ("conv2d", "fwd"): 5916, ("pointwise_conv2d", "fwd"): 180, ("depthwise_conv2d", "fwd"): 4036,
+    ("fully_connected", "fwd"): 3740, ("add", "fwd"): 910, ("relu", "fwd"): 332, ("relu6", "fwd"): 332,
     ("max_pool2d", "fwd"): 408, ("avg_pool2d", "fwd"): 470, ("mean", "fwd"): 436, ("softmax", "fwd"): 700,
     ("pad", "fwd"): 346, ("reshape", "fwd"): 0, ("quantize", "fwd"): 0, ("dequantize", "fwd"): 0,
-    ("conv2d", "bwd"): 802, ("pointwise_conv2d", "bwd"): 168, ("depthwise_conv2d", "bwd"): 764,
-    ("fully_connected", "bwd"): 936, ("add", "bwd"): 992, ("relu", "bwd"): 46, ("relu6", "bwd"): 46,
+    ("conv2d", "bwd"): 4776, ("pointwise_conv2d", "bwd"): 168, ("depthwise_conv2d", "bwd"): 5486,
+    ("fully_connected", "bwd"): 2726, ("add", "bwd"): 992, ("relu", "bwd"): 46, ("relu6", "bwd"): 46,
     ("max_pool2d", "bwd"): 846, ("avg_pool2d", "bwd"): 1040, ("mean", "bwd"): 578, ("pad", "bwd"): 192,
     ("reshape", "bwd"): 0,
-    ("conv2d", "update"): 1716, ("pointwise_conv2d", "update"): 180, ("depthwise_conv2d", "update"): 1768,
-    ("fully_connected", "update"): 1910, ("bias", "update"): 872,
+    ("conv2d", "update"): 5920, ("pointwise_conv2d", "update"): 180, ("depthwise_conv2d", "update"): 1454,
+    ("fully_connected", "update"): 5184, ("bias", "update"): 1066,
+    ("engine", "update"): 3898,  # the per-weight update chain the weight-update kernels share
     ("engine", "bp"): 432,  # gradient headroom/renormalize, ReLU mask pack/apply
     ("fg", "weights"): 1248, ("fg", "biases"): 950, ("fg", "loss"): 744,  # update+perturb s8 / s32, acc loss
 }
@@ -555,6 +558,8 @@ def code_estimate(graph: Graph, plan: TrainPlan, fg_layers) -> int:
     fg = [lt for lt in trained if lt.method == "fg"]
     if bp:
         used.add(("engine", "bp"))
+    if any(p == "update" and op != "bias" for op, p in used):
+        used.add(("engine", "update"))
     code = ENGINE_CODE + CALL_CODE["backward"] * len(bwd)
     code += CALL_CODE["tensor"] * sum((lt.weight_rows > 0) + (lt.bias_rows > 0) for lt in bp)
     if fg_layers or fg:

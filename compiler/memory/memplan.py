@@ -4,8 +4,10 @@
 when) + :func:`~microtrain.compiler.memory.planner.plan` (where, verified). The arena size it
 returns is the size of the firmware's one static arena, and the offsets are the firmware's.
 
-SRAM peak = persistent + arena. ``lower_bound_bytes`` = persistent + the largest sum of arena
-bytes live at one step: no packing of these buffers can do better.
+SRAM peak = persistent + arena + stack. The stack is planned when the plan is made for a board
+(``plan_memory(..., board=B)``: :func:`~microtrain.compiler.memory.stack.plan_stack`, the main stack
+the firmware links for this program); without a board it is 0. ``lower_bound_bytes`` = persistent +
+stack + the largest sum of arena bytes live at one step: no packing of these buffers can do better.
 """
 from __future__ import annotations
 
@@ -16,12 +18,24 @@ from ..ir import Graph
 from ..schedule import TrainPlan
 from . import planner
 from .lifetimes import MemoryModel, memory_model
+from .stack import StackPlan, plan_stack
 
 
 @dataclass
 class MemoryPlan:
     model: MemoryModel
     arena: planner.Plan
+    stack: StackPlan | None = None  # the planned main stack on the board the plan was made for
+
+    def stack_for(self, board, dsp: bool | None = None) -> StackPlan:
+        """The stack this program needs on ``board`` (a Board; ``dsp``: the build's kernel variants,
+        default the board's)."""
+        return plan_stack(self.model, board, dsp)
+
+    @property
+    def stack_bytes(self) -> int:
+        """Bytes of the planned main stack (0 when the plan was made without a board)."""
+        return 0 if self.stack is None else self.stack.total_bytes
 
     @property
     def arena_bytes(self) -> int:
@@ -35,11 +49,12 @@ class MemoryPlan:
 
     @property
     def peak_bytes(self) -> int:
-        return self.persistent_bytes + self.arena_bytes
+        """SRAM of the plan: persistent + arena + stack."""
+        return self.persistent_bytes + self.arena_bytes + self.stack_bytes
 
     @property
     def lower_bound_bytes(self) -> int:
-        return self.persistent_bytes + self.arena.lower_bound
+        return self.persistent_bytes + self.arena.lower_bound + self.stack_bytes
 
     @property
     def flash_params_bytes(self) -> int:
@@ -70,7 +85,9 @@ class MemoryPlan:
     def to_json(self) -> dict[str, Any]:
         return {
             "sram": {"persistent_bytes": self.persistent_bytes, "arena_bytes": self.arena_bytes,
-                     "peak_bytes": self.peak_bytes, "lower_bound_bytes": self.lower_bound_bytes,
+                     "stack_bytes": self.stack_bytes, "peak_bytes": self.peak_bytes,
+                     "lower_bound_bytes": self.lower_bound_bytes,
+                     "stack": None if self.stack is None else self.stack.to_json(),
                      "persistent": dict(self.model.persistent),
                      "arena_at_peak": self.arena_by_kind_at_peak(),
                      "algorithm": self.arena.algorithm, "algorithms": dict(self.arena.candidates)},
@@ -81,8 +98,11 @@ class MemoryPlan:
         }
 
 
-def plan_memory(graph: Graph, plan: TrainPlan, algorithms=None, **options: Any) -> MemoryPlan:
+def plan_memory(graph: Graph, plan: TrainPlan, algorithms=None, *, board=None, dsp: bool | None = None,
+                **options: Any) -> MemoryPlan:
     """Plan one training step of ``graph`` (int8 IR) under ``plan``; ``options`` go to
-    :func:`memory_model` (remedy, momentum, accumulate, lr_schedule, inplace)."""
+    :func:`memory_model` (remedy, momentum, accumulate, lr_schedule, inplace). ``board`` (a Board):
+    also plan the main stack of the program on it (``dsp``: the build's kernel variants)."""
     model = memory_model(graph, plan, **options)
-    return MemoryPlan(model, planner.plan(model.buffers, algorithms))
+    stack = None if board is None else plan_stack(model, board, dsp)
+    return MemoryPlan(model, planner.plan(model.buffers, algorithms), stack)

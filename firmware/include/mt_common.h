@@ -87,18 +87,19 @@ static inline int64_t mt_asr64(int64_t x, int n)
 /**
  * SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties toward +inf, C truncation of the
  * nudged product; the single overflow case INT32_MIN * INT32_MIN saturates to INT32_MAX.
+ *
+ * gemmlowp's nudge-and-truncate, (ab + (ab >= 0 ? 2^30 : 1 - 2^30)) / 2^31 truncated, equals
+ * floor((ab + 2^30) / 2^31) for every ab (negative ab: truncation is the ceiling, and
+ * ceil((ab + 1 - 2^30) / 2^31) = floor((ab + 1 - 2^30 + 2^31 - 1) / 2^31)). That floor lies in
+ * [-2^31 + 1, 2^31 - 1] except for ab = 2^62 (the saturating case, 2^31), and the low 32 bits of
+ * the 64-bit two's complement shifted right by 31 are exactly it whether the shift is logical or
+ * arithmetic: one multiply, an add, two shifts, no division.
  */
 static inline int32_t mt_srdhm(int32_t a, int32_t b)
 {
-    int64_t ab;
-    int64_t t;
-    if (a == MT_INT32_MIN && b == MT_INT32_MIN) {
-        return MT_INT32_MAX;
-    }
-    ab = (int64_t)a * (int64_t)b;
-    t = ab + ((ab >= 0) ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)));
-    /* C99 '/' truncates toward zero, exactly what gemmlowp relies on. */
-    return (int32_t)(t / ((int64_t)1 << 31));
+    const uint64_t t = (uint64_t)((int64_t)a * (int64_t)b) + ((uint64_t)1 << 30);
+    const uint32_t r = (uint32_t)(t >> 31);
+    return (r == 0x80000000u) ? MT_INT32_MAX : mt_wrap32(r);
 }
 
 /**

@@ -27,6 +27,12 @@
 #define MT_HAS_DSP_mt_pointwise_conv2d_update_s8 1
 #define MT_HAS_DSP_mt_fully_connected_bwd_input_s16 1
 #define MT_HAS_DSP_mt_pointwise_conv2d_bwd_input_s16 1
+#define MT_HAS_DSP_mt_fully_connected_acc_s32 1
+#define MT_HAS_DSP_mt_conv2d_update_s8 1
+#define MT_HAS_DSP_mt_depthwise_conv2d_fwd_s8 1
+#define MT_HAS_DSP_mt_depthwise_conv2d_fwd_s8_inplace 1
+#define MT_HAS_DSP_mt_conv2d_bwd_input_s16 1
+#define MT_HAS_DSP_mt_depthwise_conv2d_bwd_input_s16 1
 
 /* MT_KERNEL(name): the second element of "MT_DSP_ALT_<name>, name, ~" once expanded. For a kernel
  * with a selected variant MT_DSP_ALT_<name> expands to "~, <name>_dsp", which becomes the second
@@ -45,6 +51,12 @@
 #define MT_DSP_ALT_mt_pointwise_conv2d_update_s8 ~, mt_pointwise_conv2d_update_s8_dsp
 #define MT_DSP_ALT_mt_fully_connected_bwd_input_s16 ~, mt_fully_connected_bwd_input_s16_dsp
 #define MT_DSP_ALT_mt_pointwise_conv2d_bwd_input_s16 ~, mt_pointwise_conv2d_bwd_input_s16_dsp
+#define MT_DSP_ALT_mt_fully_connected_acc_s32 ~, mt_fully_connected_acc_s32_dsp
+#define MT_DSP_ALT_mt_conv2d_update_s8 ~, mt_conv2d_update_s8_dsp
+#define MT_DSP_ALT_mt_depthwise_conv2d_fwd_s8 ~, mt_depthwise_conv2d_fwd_s8_dsp
+#define MT_DSP_ALT_mt_depthwise_conv2d_fwd_s8_inplace ~, mt_depthwise_conv2d_fwd_s8_inplace_dsp
+#define MT_DSP_ALT_mt_conv2d_bwd_input_s16 ~, mt_conv2d_bwd_input_s16_dsp
+#define MT_DSP_ALT_mt_depthwise_conv2d_bwd_input_s16 ~, mt_depthwise_conv2d_bwd_input_s16_dsp
 #endif
 
 #endif /* MT_DISPATCH_H */

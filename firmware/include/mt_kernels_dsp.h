@@ -36,7 +36,13 @@ extern "C" {
     X(mt_fully_connected_update_s8)         \
     X(mt_pointwise_conv2d_update_s8)        \
     X(mt_fully_connected_bwd_input_s16)     \
-    X(mt_pointwise_conv2d_bwd_input_s16)
+    X(mt_pointwise_conv2d_bwd_input_s16)    \
+    X(mt_fully_connected_acc_s32)           \
+    X(mt_conv2d_update_s8)                  \
+    X(mt_depthwise_conv2d_fwd_s8)           \
+    X(mt_depthwise_conv2d_fwd_s8_inplace)   \
+    X(mt_conv2d_bwd_input_s16)              \
+    X(mt_depthwise_conv2d_bwd_input_s16)
 
 /** As mt_conv2d_fwd_s8 (SXTAB16/SMLAD, two output channels per window pass). */
 mt_status mt_conv2d_fwd_s8_dsp(const mt_conv_params *p, const mt_per_channel_quant *q,
@@ -91,6 +97,40 @@ typedef struct {
     mt_any_fn portable;
     mt_any_fn dsp;
 } mt_dsp_bench_entry;
+
+/** As mt_fully_connected_acc_s32 (the SMLAD blocking of mt_fully_connected_fwd_s8_dsp). */
+mt_status mt_fully_connected_acc_s32_dsp(const mt_fc_params *p, int32_t batch, int32_t in_features,
+                                         const int8_t *in, int32_t out_features, const int8_t *w,
+                                         const int32_t *bias, int32_t *acc);
+
+/** As mt_conv2d_update_s8 (pass 1 as an SMLAD GEMM over pixel pairs, SXTAB16 im2col packing;
+ *  the portable kernel without the scratch). */
+mt_status mt_conv2d_update_s8_dsp(const mt_conv_train_params *p, const mt_sgd_params *u,
+                                  mt_sgd_state *st, int32_t rows, int32_t *acc, const int16_t *g,
+                                  int32_t g_e, const int8_t *x, int8_t *w, int16_t *grad,
+                                  int32_t *grad_e);
+
+/** As mt_depthwise_conv2d_fwd_s8 (4 channels per word: SXTB16 + SMLABB/SMLATT, SMMULR requantization). */
+mt_status mt_depthwise_conv2d_fwd_s8_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant *q,
+                                         const mt_dims *in_dims, const int8_t *in, const mt_dims *filter_dims,
+                                         const int8_t *w, const int32_t *bias, const mt_dims *out_dims,
+                                         int8_t *out);
+
+/** As mt_depthwise_conv2d_fwd_s8_inplace (the same ring; rows by mt_depthwise_conv2d_fwd_s8_dsp). */
+mt_status mt_depthwise_conv2d_fwd_s8_inplace_dsp(const mt_dw_conv_params *p, const mt_per_channel_quant *q,
+                                                 const mt_dims *in_dims, int8_t *buf, const mt_dims *filter_dims,
+                                                 const int8_t *w, const int32_t *bias, const mt_dims *out_dims,
+                                                 int8_t *ring, int32_t ring_rows);
+
+/** As mt_conv2d_bwd_input_s16 (SMLAD over output-channel weight pairs; scatter or gather form). */
+mt_status mt_conv2d_bwd_input_s16_dsp(const mt_conv_train_params *p, int16_t *gs, int32_t *acc,
+                                      const int16_t *g, int32_t g_e, const int8_t *w, int16_t *gx,
+                                      int32_t *gx_e);
+
+/** As mt_depthwise_conv2d_bwd_input_s16 (two channels per word, SMLABB/SMLATT). */
+mt_status mt_depthwise_conv2d_bwd_input_s16_dsp(const mt_conv_train_params *p, int16_t *gs, int32_t *acc,
+                                                const int16_t *g, int32_t g_e, const int8_t *w, int16_t *gx,
+                                                int32_t *gx_e);
 
 /** Every pair of MT_DSP_KERNELS, in that order (src/kernels/dsp/mt_dsp_bench.c). */
 extern const mt_dsp_bench_entry mt_dsp_bench_list[];

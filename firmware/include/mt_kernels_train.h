@@ -115,6 +115,20 @@ static inline int32_t mt_grad_renorm_shift(uint32_t amax)
     return s;
 }
 
+/** Bitwise OR of |m| over @p rows values of each of @p n lines @p stride apart: it has the bit
+ *  length of max |m|, all that mt_grad_headroom_shift reads. */
+static inline uint32_t mt_grad_or_abs16(const int16_t *m, int32_t n, int32_t stride, int32_t rows)
+{
+    uint32_t acc = 0u;
+    int32_t q, r;
+    for (q = 0; q < n; ++q, m += stride) {
+        for (r = 0; r < rows; ++r) {
+            acc |= mt_uabs32(m[r]);
+        }
+    }
+    return acc;
+}
+
 /** Shift of gradfmt.headroom: max(0, bitlen(amax) + operand_bits + ceil(log2 fan_in) - 31). */
 static inline int32_t mt_grad_headroom_shift(uint32_t amax, int32_t operand_bits, int32_t fan_in)
 {
@@ -419,6 +433,73 @@ static inline int32_t mt_wgrad_mant(const mt_wgrad_norm *w, int32_t acc, int32_t
     return w->zero ? 0 : mt_rshift_round32(mt_srdhm(mt_norm31(acc, w->lsh), x_mult), w->sr);
 }
 
+/* -------------------------------------------------------------------------------------------- */
+/* The per-element chain of the fused weight updates (shared by mt_*_update_s8 and their DSP    */
+/* variants; implemented in mt_fully_connected_update_s8.c). Not a kernel: internal helpers.    */
+/*                                                                                              */
+/* For one accumulator a (channel c) the reference computes, each step rounding:                */
+/*   m  = RDBPOT(SRDHM(a << L, x_mult), sr)          mul_q31 of the accumulators                */
+/*   t2 = SRDHM(m << L2, mult[c]); t3 = SRDHM(t2, lr) sgd_delta                                 */
+/*   delta = -RDBPOT(t3, s1)  (total = -s1 < 0)       sgd_delta's shift                         */
+/*   master: d = RDBPOT(delta, F - 8); stochastic: floor((delta + r) / 2^F)                     */
+/* Every rounding is floor((v + bias) / 2^k) with a bias that depends only on the sign, and the  */
+/* signs of a, m, t2, t3 agree (or the value is 0, where either bias gives 0), so the chain runs */
+/* on magnitudes |a| with one sign: three 32x32->64 unsigned multiply-accumulates (UMLAL), each */
+/* SRDHM fused with the power-of-two roundings that follow it (floor(floor(y / 2^a) + h) / 2^b) */
+/* = floor((y + h 2^a) / 2^(a+b)) for integers). The operands are doubled (|a| << (L + 1),      */
+/* |m| << (L2 + 1), 2 lr: all < 2^32 unsigned) so that every quotient is the high word of the   */
+/* 64-bit sum shifted right. The bounds are in mt_fully_connected_update_s8.c (mt_wupd_init).    */
+/* -------------------------------------------------------------------------------------------- */
+
+/** Element path chosen by mt_wupd_init for a whole slice. */
+enum {
+    MT_WUPD_GENERIC = 0,  /**< the reference helpers element by element (any input) */
+    MT_WUPD_ZERO = 1,     /**< every delta is 0 (zero gradient): the appliers only */
+    MT_WUPD_FAST = 2,     /**< the fused magnitude chain */
+    MT_WUPD_GRAD = 3      /**< lr 0: gradient mantissas only, nothing is updated */
+};
+
+/** Whole-slice constants of the fused update chain (mt_wupd_init). */
+typedef struct {
+    const mt_sgd_params *u;
+    mt_sgd_state *st;
+    mt_wgrad_norm wn;   /**< the reference constants (generic path, grad exponent) */
+    int32_t x_mult;
+    int16_t *grad;      /**< optional gradient mantissas, slice order */
+    int32_t mode;       /**< MT_WUPD_* */
+    int32_t stoch;      /**< st->kind == MT_APPLY_STOCHASTIC */
+    int32_t mom;        /**< momentum active (mu != 0 and a velocity array) */
+    /* fused chain (MT_WUPD_FAST) */
+    int32_t ash;        /**< |a| << ash, ash = L + 1 */
+    uint32_t xm;        /**< x_mult */
+    uint32_t ha;        /**< high word of the bias of m: 2^(sr-1) (0 when sr = 0) */
+    int32_t sr;
+    int32_t l2;         /**< |m| << l2, l2 = L2 + 1 */
+    uint32_t lr2;       /**< 2 lr */
+    uint32_t hc;        /**< high word of the last stage's bias */
+    int32_t sc;         /**< last stage's shift: s1 + F - 8 (master, no momentum) or s1 */
+    uint32_t amaxs;     /**< max |a| << ash (< 2^32): bounds the one-multiply estimate */
+    /* appliers (MT_WUPD_FAST and MT_WUPD_ZERO) */
+    int32_t frac;       /**< F */
+    int32_t mlo, mhi;   /**< master clamp lo * 2^8, hi * 2^8 (master) or lo, hi (stochastic) */
+} mt_wupd;
+
+/** Constants of a fused update from the extremes of the slice's accumulators (nmin <= 0 <= pmax)
+ *  and their exponent e (as mt_wgrad_norm_make); @p grad optional. */
+void mt_wupd_init(mt_wupd *c, const mt_sgd_params *u, mt_sgd_state *st, int32_t pmax, int32_t nmin,
+                  int32_t e, int32_t x_mult, int32_t x_shift, int16_t *grad);
+
+/** Update @p n consecutive slice elements [idx, idx + n) of one output channel @p row: their
+ *  accumulators acc[0..n) (NULL: all 0) and int8 weights w[0..n). Elements must be visited in
+ *  slice order (the stochastic draws). */
+void mt_wupd_row(const mt_wupd *c, int32_t row, int32_t idx, int32_t n, const int32_t *acc,
+                 int8_t *w);
+
+/** As mt_wupd_row with the accumulators of a batch-1 outer product, acc[k] = gq * (x[k] - zp)
+ *  (every product within int32: the headroom of gq). */
+void mt_wupd_row_outer(const mt_wupd *c, int32_t row, int32_t idx, int32_t n, int32_t gq,
+                       const int8_t *x, int32_t zp, int8_t *w);
+
 /**
  * @brief Update deltas of a slice from its gradient (_grad_int.sgd_delta).
  *
@@ -498,6 +579,9 @@ size_t mt_fully_connected_update_s8_scratch_bytes(const mt_fc_train_params *p, i
  * The exponent of G needs max |acc| over the whole slice before any row is updated: pass 1
  * computes every accumulator (stored in @p acc when given), pass 2 (recomputes and) updates one
  * output-channel row at a time. Without scratch the MACs run twice; no gradient tensor is live.
+ * Batch 1 has no MACs (acc[o,k] is one product): pass 1 takes the extremes from those of x, pass
+ * 2 forms the products, and @p acc is not used. The scratch's contents afterwards are
+ * unspecified (the fused chain may reuse it).
  * @param[in]     u, st    update constants / state of the weight slice {1, rows, Cout, Cin}
  * @param[in]     acc      optional int32 [rows * Cin] scratch (single MAC pass)
  * @param[in]     g        masked upstream gradient int16 [N, Cout], exponent g_e

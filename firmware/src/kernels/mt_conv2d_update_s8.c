@@ -3,44 +3,43 @@
  * @brief conv2d weight gradient of output channels [0, rows) fused with the SGD update;
  *        bit-exact with Conv2D.backward_int8 position 1 (rows) followed by sgd_delta and
  *        Int8Trainer._apply. Pass 1 finds the accumulator extremes of the whole slice (the
- *        gradient has one exponent), pass 2 recomputes (or reads the optional scratch) and updates
- *        one output-channel row at a time.
+ *        gradient has one exponent), pass 2 (recomputes or) reads the optional scratch and updates
+ *        one output-channel row at a time (mt_wupd_row: the fused per-element chain).
+ *
+ * Pass 1 is a small GEMM over the output pixels (mt_wgrad_gemm.h): the rounded gradient and the
+ * im2col'd input (x - in_zp, 0 in the padding) of a chunk of pixels are packed once as int16
+ * with the pixel index fastest, then 2 x 2 tiles of (output channel, tap) accumulate in
+ * registers. Without the scratch, the same sums are formed a chunk of one row at a time, twice.
  */
 #include "mt_kernels_train.h"
+#define MT_WG_DRIVER 1 /* this file supplies mt_wgrad_gemm.h's micro-kernel and packer */
+#include "mt_wgrad_gemm.h"
+
+#define MT_CU_CHUNK 32
+
+/* the GEMM of mt_wgrad_gemm.h, portable */
+static void mt_wg_mac(const int16_t *gT, const int16_t *xT, int32_t nr, int32_t nt, int32_t npair,
+                      int32_t *acc, int32_t stride, int32_t first)
+{
+    mt_wg_mac_port(gT, xT, nr, nt, npair, acc, stride, first);
+}
+
+static void mt_wg_packx(const mt_wg_geom *q, int32_t p0, int32_t np, int32_t t0, int32_t nt,
+                        int16_t *xT)
+{
+    mt_wg_packx_port(q, p0, np, t0, nt, xT);
+}
+
+void mt_wg_accs_port(const mt_conv_train_params *p, const int16_t *g, const int8_t *x, int32_t sh,
+                     int32_t ra, int32_t nra, int32_t ta, int32_t nta, int32_t *out, int32_t stride)
+{
+    mt_wg_accs(p, g, x, sh, ra, nra, ta, nta, out, stride);
+}
 
 size_t mt_conv2d_update_s8_scratch_bytes(const mt_conv_train_params *p, int32_t rows)
 {
     return (size_t)rows * (size_t)p->kernel.h * (size_t)p->kernel.w * (size_t)p->in.c *
            sizeof(int32_t);
-}
-
-/* acc[o,i,j,c] = sum_{n,oh,ow} RDBPOT(g[n,oh,ow,o], sh) * (x[n, oh*sh+i*dh-top, ow*sw+j*dw-left, c]
- * - in_zp), padding contributing 0 */
-static int32_t dw_acc(const mt_conv_train_params *p, const int16_t *g, const int8_t *x, int32_t sh,
-                      int32_t o, int32_t i, int32_t j, int32_t c)
-{
-    int32_t n, oh, ow, acc = 0;
-    for (n = 0; n < p->out.n; ++n) {
-        for (oh = 0; oh < p->out.h; ++oh) {
-            const int32_t h = oh * p->stride.h + i * p->dilation.h - p->padding.top;
-            if (h < 0 || h >= p->in.h) {
-                continue;
-            }
-            for (ow = 0; ow < p->out.w; ++ow) {
-                const int32_t xw = ow * p->stride.w + j * p->dilation.w - p->padding.left;
-                int32_t gv;
-                if (xw < 0 || xw >= p->in.w) {
-                    continue;
-                }
-                gv = g[(((size_t)n * (size_t)p->out.h + (size_t)oh) * (size_t)p->out.w + (size_t)ow) *
-                           (size_t)p->out.c + (size_t)o];
-                gv = mt_rshift_round32(gv, sh);
-                acc += gv * ((int32_t)x[(((size_t)n * (size_t)p->in.h + (size_t)h) * (size_t)p->in.w +
-                                          (size_t)xw) * (size_t)p->in.c + (size_t)c] - p->in_zp);
-            }
-        }
-    }
-    return acc;
 }
 
 mt_status mt_conv2d_update_s8(const mt_conv_train_params *p, const mt_sgd_params *u,
@@ -50,10 +49,12 @@ mt_status mt_conv2d_update_s8(const mt_conv_train_params *p, const mt_sgd_params
 {
     const int32_t kh = p->kernel.h, kw = p->kernel.w, cin = p->in.c, cout = p->out.c;
     const int32_t pixels = p->out.n * p->out.h * p->out.w;
+    const int32_t kk = kh * kw * cin;
     const int update = (u->lr_mult != 0);
-    uint32_t amax = 0u;
-    int32_t q, o, i, j, c, idx, sh, pmax = 0, nmin = 0;
-    mt_wgrad_norm wn;
+    uint32_t amax;
+    int32_t o, k, j, cnt, sh, pmax = 0, nmin = 0;
+    int32_t buf[MT_CU_CHUNK];
+    mt_wupd c;
     if (p->in.n != p->out.n || kh < 1 || kw < 1 || pixels < 1 || cin < 1 || rows < 1 ||
         rows > cout) {
         return MT_ERR_ARG;
@@ -64,47 +65,41 @@ mt_status mt_conv2d_update_s8(const mt_conv_train_params *p, const mt_sgd_params
     if (!update && grad == NULL) {
         return MT_OK;
     }
-    for (q = 0; q < pixels; ++q) { /* headroom of g[..., :rows] */
-        for (o = 0; o < rows; ++o) {
-            const uint32_t a = mt_uabs32(g[(size_t)q * (size_t)cout + (size_t)o]);
-            amax = (a > amax) ? a : amax;
-        }
-    }
+    amax = mt_grad_or_abs16(g, pixels, cout, rows); /* headroom of g[..., :rows] */
     sh = mt_grad_headroom_shift(amax, p->x_bits, pixels);
-    for (o = 0, idx = 0; o < rows; ++o) { /* pass 1: extremes of the accumulators */
-        for (i = 0; i < kh; ++i) {
-            for (j = 0; j < kw; ++j) {
-                for (c = 0; c < cin; ++c, ++idx) {
-                    const int32_t a = dw_acc(p, g, x, sh, o, i, j, c);
-                    if (acc != NULL) {
-                        acc[idx] = a;
-                    }
-                    pmax = (a > pmax) ? a : pmax;
-                    nmin = (a < nmin) ? a : nmin;
+    if (acc != NULL) { /* pass 1 as a GEMM into the scratch, then the extremes */
+        mt_wg_accs_port(p, g, x, sh, 0, rows, 0, kk, acc, kk);
+        for (k = 0; k < rows * kk; ++k) {
+            pmax = (acc[k] > pmax) ? acc[k] : pmax;
+            nmin = (acc[k] < nmin) ? acc[k] : nmin;
+        }
+    } else { /* pass 1 without scratch: the same sums, a chunk of one row at a time */
+        for (o = 0; o < rows; ++o) {
+            for (k = 0; k < kk; k += cnt) {
+                cnt = (kk - k < MT_CU_CHUNK) ? (kk - k) : MT_CU_CHUNK;
+                mt_wg_accs_port(p, g, x, sh, o, 1, k, cnt, buf, cnt);
+                for (j = 0; j < cnt; ++j) {
+                    pmax = (buf[j] > pmax) ? buf[j] : pmax;
+                    nmin = (buf[j] < nmin) ? buf[j] : nmin;
                 }
             }
         }
     }
-    wn = mt_wgrad_norm_make(u, pmax, nmin, g_e + sh, p->x_mult, p->x_shift);
-    for (o = 0, idx = 0; o < rows; ++o) { /* pass 2: one output-channel row at a time */
-        for (i = 0; i < kh; ++i) {
-            for (j = 0; j < kw; ++j) {
-                for (c = 0; c < cin; ++c, ++idx) {
-                    const int32_t a = (acc != NULL) ? acc[idx] : dw_acc(p, g, x, sh, o, i, j, c);
-                    const int32_t m = mt_wgrad_mant(&wn, a, p->x_mult);
-                    if (grad != NULL) {
-                        grad[idx] = (int16_t)m;
-                    }
-                    if (update) {
-                        w[idx] = mt_sgd_apply_w8_elem(u, st, idx, w[idx],
-                                                      mt_sgd_delta_elem(u, &wn.q, m, o));
-                    }
-                }
-            }
+    mt_wupd_init(&c, u, st, pmax, nmin, g_e + sh, p->x_mult, p->x_shift, grad);
+    for (o = 0; o < rows; ++o) { /* pass 2: one output-channel row at a time */
+        int8_t *wr = w + (size_t)o * (size_t)kk;
+        if (acc != NULL) {
+            mt_wupd_row(&c, o, o * kk, kk, acc + (size_t)o * (size_t)kk, wr);
+            continue;
+        }
+        for (k = 0; k < kk; k += cnt) { /* (recomputed) */
+            cnt = (kk - k < MT_CU_CHUNK) ? (kk - k) : MT_CU_CHUNK;
+            mt_wg_accs_port(p, g, x, sh, o, 1, k, cnt, buf, cnt);
+            mt_wupd_row(&c, o, o * kk + k, cnt, buf, wr + k);
         }
     }
     if (grad_e != NULL) {
-        *grad_e = wn.e;
+        *grad_e = c.wn.e;
     }
     return MT_OK;
 }

@@ -17,11 +17,28 @@ size_t mt_depthwise_conv2d_fwd_s8_inplace_scratch_bytes(const mt_dims *out_dims,
     return (size_t)ring_rows * (size_t)out_dims->w * (size_t)out_dims->c;
 }
 
+/* An empty statement the compiler must keep: stops GCC/Clang from turning the copy loop into a
+ * memcpy call (absent in -nostdlib builds). */
+#if defined(__GNUC__)
+#define MT_KEEP_LOOP() __asm__ volatile("")
+#else
+#define MT_KEEP_LOOP() ((void)0)
+#endif
+
 static void copy_row(int8_t *dst, const int8_t *src, size_t n)
 {
-    size_t i;
-    for (i = 0; i < n; ++i) {
+    size_t i = 0;
+#if defined(__GNUC__) && (defined(__ARM_FEATURE_UNALIGNED) || defined(__i386__) || defined(__x86_64__))
+    for (; i + 4 <= n; i += 4) { /* word copies (one LDR/STR pair where unaligned access is allowed) */
+        uint32_t v;
+        __builtin_memcpy(&v, src + i, sizeof v);
+        __builtin_memcpy(dst + i, &v, sizeof v);
+        MT_KEEP_LOOP();
+    }
+#endif
+    for (; i < n; ++i) {
         dst[i] = src[i];
+        MT_KEEP_LOOP();
     }
 }
 

@@ -3,6 +3,16 @@
  * @brief fully_connected input gradient; bit-exact with FullyConnected.backward_int8 position 0:
  *        gs = headroom(scale_channels(g, w_mult, w_shift), w_bits, Cout),
  *        gx = renormalize(gs @ (w - w_zp)).
+ *
+ * With the acc scratch (what generated programs pass): scatter form, one batch row at a time,
+ * acc[n, :] += gs[n, o] * (w[o, :] - w_zp) over the non-zero gs[n, o] only (ReLU-masked gradients
+ * are sparse), four weight rows per pass over Cin (one load/add/store of acc per four MACs). The
+ * weight zero point is taken out of the pass: sum_i g_i (r_i[k] - w_zp) =
+ * sum_i g_i r_i[k] - w_zp * sum_i g_i. The headroom pre-shift of gs bounds every partial sum (any
+ * order, any subset of the output channels), so the int32 sums are exact and equal the engine's.
+ * Without the scratch: two passes (max |acc|, then recompute and write), a dot product per input.
+ * gs: prep_gs, the integers of mt_grad_mul_q31_s16 + mt_grad_headroom_s16 in two or three passes
+ * over g instead of six (see there).
  */
 #include "mt_kernels_train.h"
 
@@ -20,6 +30,135 @@ size_t mt_fully_connected_bwd_input_s16_scratch_bytes(const mt_fc_train_params *
     return bytes;
 }
 
+/* x * 2^n wrapping (no shift of a negative value) */
+static inline int32_t shl32(int32_t x, int32_t n)
+{
+    return mt_wrap32((uint32_t)x << n);
+}
+
+/* floor((x * m + 2^30) / 2^31) = mt_srdhm(x, m) whenever not both are INT32_MIN (gemmlowp's
+ * sign-dependent nudge and truncating division give this floor for either sign) */
+static inline int32_t srdhm_floor(int32_t x, int32_t m)
+{
+    return mt_wrap32((uint32_t)((uint64_t)((int64_t)x * m + ((int64_t)1 << 30)) >> 31));
+}
+
+/* {lo, hi} 16-bit lanes of a word, and lane i (0, 1) back as a signed value */
+static inline uint32_t pack16(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
+}
+
+static inline int32_t lane16(uint32_t x, int i)
+{
+    return (int32_t)(((i != 0) ? (x >> 16) : (x & 0xFFFFu)) ^ 0x8000u) - 0x8000;
+}
+
+/* ext[c] = {max_n g[n, c], min_n g[n, c]} (int16 lanes); returns max |g| */
+static uint32_t col_extremes(const int16_t *g, int32_t nb, int32_t cout, uint32_t *ext)
+{
+    uint32_t amax = 0u;
+    int32_t n, c;
+    for (c = 0; c < cout; ++c) {
+        const int16_t *q = g + c;
+        int32_t mx = *q, mn = *q;
+        uint32_t a;
+        for (n = 1; n < nb; ++n) {
+            int32_t v;
+            q += cout;
+            v = *q;
+            mx = (v > mx) ? v : mx;
+            mn = (v < mn) ? v : mn;
+        }
+        ext[c] = pack16(mx, mn);
+        a = mt_uabs32(mx);
+        a = (mt_uabs32(mn) > a) ? mt_uabs32(mn) : a;
+        amax = (a > amax) ? a : amax;
+    }
+    return amax;
+}
+
+/*
+ * gs = headroom(scale_channels(g)): the integers (and exponent) of
+ *   mt_grad_mul_q31_s16(size, cout, g, g_e, w_mult, w_shift, gs, &e);
+ *   mt_grad_headroom_s16(w_bits, cout, size, gs, &e);
+ * in two or three passes instead of six. t = SRDHM(g << lsh, mult[c]) (|g << lsh| < 2^31: never
+ * the saturating case). max |t|: SRDHM is monotonic in g, so with per-channel extremes of g
+ * (ext: Cout words of scratch, col_extremes) it is the max over 2 Cout values; without them a
+ * pass computes every t. |RDBPOT(t, s)| = RDBPOT(|t|, s) (symmetric, monotonic rounding), so the
+ * headroom's max |gs| = RDBPOT(max |t|, s) is known before gs is written, and the two roundings
+ * merge: floor((floor((a + h) / 2^s) + h2) / 2^s2) = floor((a + h + h2 * 2^s) / 2^(s + s2)) for a
+ * magnitude a (nested floors), one add and one shift in the write pass. gs may alias g (element i
+ * is read before it is written; ext is never gs).
+ */
+static void prep_gs(const mt_fc_train_params *p, const int16_t *g, int32_t g_e, int16_t *gs,
+                    int32_t *gs_e, uint32_t *ext)
+{
+    const int32_t nb = p->batch, cout = p->out_features;
+    const int32_t *mult = p->w_mult;
+    uint32_t amax = 0u, tmax = 0u;
+    int32_t i, n, c, lsh, s, s2;
+    const int16_t *gr;
+    if (ext != NULL) {
+        amax = col_extremes(g, nb, cout, ext);
+    } else {
+        for (i = 0; i < nb * cout; ++i) {
+            const uint32_t a = mt_uabs32(g[i]);
+            amax = (a > amax) ? a : amax;
+        }
+    }
+    if (amax == 0u) {
+        for (i = 0; i < nb * cout; ++i) {
+            gs[i] = 0;
+        }
+        s2 = mt_grad_headroom_shift(0u, p->w_bits, cout);
+        *gs_e = g_e + s2;
+        return;
+    }
+    lsh = mt_norm31_shift(amax); /* in [15, 30]: amax <= 2^15 */
+    if (ext != NULL) {
+        for (c = 0; c < cout; ++c) {
+            const uint32_t t0 = mt_uabs32(srdhm_floor(shl32(lane16(ext[c], 0), lsh), mult[c]));
+            const uint32_t t1 = mt_uabs32(srdhm_floor(shl32(lane16(ext[c], 1), lsh), mult[c]));
+            const uint32_t t = (t0 > t1) ? t0 : t1;
+            tmax = (t > tmax) ? t : tmax;
+        }
+    } else {
+        for (n = 0, gr = g; n < nb; ++n, gr += cout) {
+            for (c = 0; c < cout; ++c) {
+                const uint32_t t = mt_uabs32(srdhm_floor(shl32(gr[c], lsh), mult[c]));
+                tmax = (t > tmax) ? t : tmax;
+            }
+        }
+    }
+    s = mt_grad_renorm_shift(tmax);
+    s2 = mt_grad_headroom_shift(mt_urshift_round32(tmax, s), p->w_bits, cout);
+    if (s + s2 < 32) {
+        /* |t| < 2^31 and H < 2^(s + s2) <= 2^31: |t| + H does not wrap in uint32 */
+        const int32_t sh = s + s2;
+        const uint32_t hh = ((s > 0) ? (uint32_t)1 << (s - 1) : 0u) +
+                            ((s2 > 0) ? (uint32_t)1 << (s2 - 1 + s) : 0u);
+        for (n = 0, gr = g; n < nb; ++n, gr += cout) {
+            int16_t *o = gs + (size_t)n * (size_t)cout;
+            for (c = 0; c < cout; ++c) {
+                const int32_t t = srdhm_floor(shl32(gr[c], lsh), mult[c]);
+                const uint32_t m = 0u - (uint32_t)(t < 0); /* sign mask */
+                const uint32_t r = ((((uint32_t)t ^ m) - m) + hh) >> sh;
+                o[c] = (int16_t)mt_wrap32((r ^ m) - m);
+            }
+        }
+    } else {
+        for (n = 0, gr = g; n < nb; ++n, gr += cout) {
+            int16_t *o = gs + (size_t)n * (size_t)cout;
+            for (c = 0; c < cout; ++c) {
+                const int32_t t = mt_rshift_round32(srdhm_floor(shl32(gr[c], lsh), mult[c]), s);
+                o[c] = (int16_t)mt_rshift_round32(t, s2);
+            }
+        }
+    }
+    *gs_e = g_e + p->w_shift - lsh + s + s2;
+}
+
 static int32_t dx_dot(const mt_fc_train_params *p, const int16_t *gs_n, const int8_t *w, int32_t k)
 {
     const int32_t cout = p->out_features, cin = p->in_features;
@@ -28,6 +167,39 @@ static int32_t dx_dot(const mt_fc_train_params *p, const int16_t *gs_n, const in
         acc += (int32_t)gs_n[o] * ((int32_t)mt_wrow(w, &p->split, o, (size_t)cin)[k] - p->w_zp);
     }
     return acc;
+}
+
+/* a[k] += sum_{i < 4} g[i] * r[i][k] - c, k < len */
+static void scatter4(int32_t *a, const int8_t *const r[4], const int32_t g[4], int32_t c,
+                     int32_t len)
+{
+    const int8_t *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3];
+    const int32_t g0 = g[0], g1 = g[1], g2 = g[2], g3 = g[3];
+    int32_t k;
+    if (c != 0) {
+        for (k = 0; k < len; ++k) {
+            a[k] += g0 * r0[k] + g1 * r1[k] + g2 * r2[k] + g3 * r3[k] - c;
+        }
+        return;
+    }
+    /* c = 0 (symmetric weights): accumulate into a[k] directly, two k per pass; every
+     * intermediate is a partial sum of the exact result (bounded by the headroom) */
+    for (k = 0; k + 2 <= len; k += 2) {
+        int32_t a0 = a[k], a1 = a[k + 1];
+        a0 += g0 * r0[k];
+        a1 += g0 * r0[k + 1];
+        a0 += g1 * r1[k];
+        a1 += g1 * r1[k + 1];
+        a0 += g2 * r2[k];
+        a1 += g2 * r2[k + 1];
+        a0 += g3 * r3[k];
+        a1 += g3 * r3[k + 1];
+        a[k] = a0;
+        a[k + 1] = a1;
+    }
+    if (k < len) {
+        a[k] += g0 * r0[k] + g1 * r1[k] + g2 * r2[k] + g3 * r3[k];
+    }
 }
 
 mt_status mt_fully_connected_bwd_input_s16(const mt_fc_train_params *p, int16_t *gs, int32_t *acc,
@@ -40,25 +212,40 @@ mt_status mt_fully_connected_bwd_input_s16(const mt_fc_train_params *p, int16_t 
     if (nb < 1 || cin < 1 || cout < 1) {
         return MT_ERR_ARG;
     }
-    mt_grad_mul_q31_s16(nb * cout, cout, g, g_e, p->w_mult, p->w_shift, gs, &gs_e);
-    mt_grad_headroom_s16(p->w_bits, cout, nb * cout, gs, &gs_e);
+    /* the acc scratch (not used yet) holds the per-channel extremes when it is large enough and
+     * there are rows enough for them to pay */
+    prep_gs(p, g, g_e, gs, &gs_e,
+            (acc != NULL && nb >= 4 && nb * cin >= cout) ? (uint32_t *)(void *)acc : NULL);
     if (acc != NULL) { /* scatter: acc[n, :] += gs[n, o] * (w[o, :] - w_zp), rows contiguous */
-        int32_t o;
         for (k = 0; k < nb * cin; ++k) {
             acc[k] = 0;
         }
         for (n = 0; n < nb; ++n) {
             int32_t *a = acc + (size_t)n * (size_t)cin;
-            for (o = 0; o < cout; ++o) {
-                const int32_t gv = gs[(size_t)n * (size_t)cout + (size_t)o];
-                const int8_t *row;
-                if (gv == 0) {
+            const int16_t *gs_n = gs + (size_t)n * (size_t)cout;
+            const int8_t *r[4];
+            int32_t gv[4], cnt = 0, o;
+            for (o = 0; o < cout; ++o) { /* the non-zero gs[n, o], four rows at a time */
+                if (gs_n[o] == 0) {
                     continue;
                 }
-                row = mt_wrow(w, &p->split, o, (size_t)cin);
-                for (k = 0; k < cin; ++k) {
-                    a[k] += gv * ((int32_t)row[k] - p->w_zp);
+                gv[cnt] = gs_n[o];
+                r[cnt] = mt_wrow(w, &p->split, o, (size_t)cin);
+                if (++cnt == 4) {
+                    scatter4(a, r, gv, p->w_zp * (gv[0] + gv[1] + gv[2] + gv[3]), cin);
+                    cnt = 0;
                 }
+            }
+            if (cnt > 0) { /* the last one to three rows: padded with zero gradients */
+                int32_t j, sum = 0;
+                for (j = 0; j < 4; ++j) {
+                    if (j >= cnt) {
+                        gv[j] = 0;
+                        r[j] = r[0];
+                    }
+                    sum += gv[j];
+                }
+                scatter4(a, r, gv, p->w_zp * sum, cin);
             }
         }
         return mt_grad_renormalize_s32(nb * cin, acc, gs_e, gx, gx_e);
