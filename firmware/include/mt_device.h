@@ -19,7 +19,7 @@
  * (METRICS); any of them may be answered by NAK (MT_NAK_*). See host/protocol.py.
  *
  * Storage (when mt_port_storage_size() >= MT_DEVICE_STORAGE_BOOT_BYTES): bytes [0, 8) hold the
- * boot counter ("MTBC", u32 LE), incremented by every mt_device_init(); the rest is free (a
+ * boot counter ("MTBC", u32 LE), incremented by every mt_device_init(); the rest is unused (a
  * checkpoint slot at MT_DEVICE_STORAGE_CK_OFFSET is the intended use).
  *
  * Memory (static, no heap): receive buffer (encoded frame), decode buffer (raw frame), reply
