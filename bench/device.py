@@ -92,7 +92,9 @@ def run(board: str, elf: Path) -> dict:
     steps = [tuple(int(v) for v in m) for m in re.findall(r"STEP (\d+) (-?\d+) (-?\d+) (-?\d+) (\d+)", p.stdout)]
     infers = [(int(a), int(b), int(c)) for a, b, c in re.findall(r"INFER (\d+) (-?\d+) (\d+)", p.stdout)]
     prof = [(int(a), int(b) * k, int(c), n) for a, b, c, n in re.findall(r"PROF (\d+) (\d+) (\d+) (.*)", p.stdout)]
-    return {"steps": steps, "infers": infers, "prof": prof, "k": k}
+    hwm = re.search(r"HWM (\d+) (\d+)", p.stdout)
+    return {"steps": steps, "infers": infers, "prof": prof, "k": k,
+            "arena_hwm": int(hwm.group(1)) if hwm else None, "arena_bytes": int(hwm.group(2)) if hwm else None}
 
 
 def _kernel_breakdown(prof, steps_run: int, total: float) -> list[dict]:
@@ -109,7 +111,7 @@ def _kernel_breakdown(prof, steps_run: int, total: float) -> list[dict]:
 
 
 def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src, y, steps: int, infers: int,
-                 boards, work: Path) -> list[dict]:
+                 boards, work: Path, gen_kw: dict | None = None) -> list[dict]:
     from speed import macs_per_step
 
     from microtrain.compiler.codegen import generate
@@ -118,8 +120,9 @@ def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src,
     from microtrain.host.boards import get_board
 
     plan = resolve(sched, graph)
-    gen = generate(graph, plan, remedy=remedy)
+    gen = generate(graph, plan, remedy=remedy, **(gen_kw or {}))
     ref = Int8Trainer(graph, plan, remedy=remedy, seed=1, lr_schedule="cosine", total_steps=max(steps, 1))
+    patch = gen.memory.patch
     b = ref.samples_per_step
     n = max(steps * b, infers)
     x = int8_samples(ref, x_src[:n])
@@ -145,6 +148,12 @@ def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src,
                    "train_macs_per_instruction": round(macs_train / np.mean(train), 4) if train else None,
                    "inference_macs_per_instruction": round(macs_infer / np.mean(inf), 4) if inf else None,
                    "kernels": _kernel_breakdown(r["prof"], len(r["steps"]), float(np.mean(train)) if train else 0.0),
+                   "memory": {"arena_bytes_planned": gen.memory.arena_bytes, "arena_high_water": r["arena_hwm"],
+                              "hwm_equals_plan": r["arena_hwm"] == gen.memory.arena_bytes,
+                              "persistent_bytes": gen.memory.persistent_bytes},
+                   "patch": None if patch is None else {"grid": list(patch.grid), "split_after": patch.nodes[-1],
+                                                        "extra_macs": patch.extra_macs,
+                                                        "overhead": round(patch.overhead, 4)},
                    "seconds": round(time.perf_counter() - t0, 1)}
             for kind, key in (("inference", "instructions_per_inference"), (sched_label, "instructions_per_train_step")):
                 tgt = TARGETS.get((model, kind, board))
@@ -269,6 +278,10 @@ def main() -> None:
             sched = Schedule("sparse", bias_last=20, update=parse_update("-1:1,-3:0.25,-5:0.25,-6:0.25,-8:0.25"))
             res["rows"] += bench_config("mobilenet", "sparse", qm, sched, "stochastic", xs, np.arange(8) % 10,
                                         min(a.steps, 3), 2, boards, work)
+            # the same with the frozen stage patched and lean backward scratch (the <= 120 KB plan)
+            res["rows"] += bench_config("mobilenet", "sparse+patch", qm, sched, "stochastic", xs, np.arange(8) % 10,
+                                        min(a.steps, 3), 2, [b for b in boards if b == "qemu-m7"], work,
+                                        {"patch": "auto", "scratch": "lean"})
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:

@@ -118,23 +118,23 @@ def build_program(graph: Graph, plan) -> TrainingProgram:
         if n.op == "max_pool2d":
             reads_common += [n.inputs[0], n.outputs[0]]
             saved.update((n.inputs[0], n.outputs[0]))
-        # input gradients first: they read the weights before the update changes them
+        # the bias update first (the input gradient does not read the bias, and it may then
+        # scale the output gradient in place), then the input gradients (they read the weights
+        # before the weight update changes them), then the weight update
+        lt = bp.get(n.name)
+        if lt is not None and lt.bias_rows:
+            steps.append(Step("update", n.name, n.op, list(reads_common), [n.inputs[2]],
+                              {"input": 2, "rows": lt.bias_rows}))
         act_inputs = [i for k, i in enumerate(n.inputs) if i and k not in op.param_inputs
                       and not graph.tensors[i].is_const]
         for k, i in enumerate(n.inputs):
             if i in act_inputs and i in rg:
                 reads = reads_common + ([n.inputs[1]] if n.op in LINEAR_OPS else [])
                 steps.append(Step("grad_input", n.name, n.op, reads, [grad_name(i)], {"input": k}))
-        lt = bp.get(n.name)
-        if lt is not None:
-            x = n.inputs[0]
-            if lt.weight_rows:
-                saved.add(x)
-                steps.append(Step("update", n.name, n.op, reads_common + [x], [n.inputs[1]],
-                                  {"input": 1, "rows": lt.weight_rows}))
-            if lt.bias_rows:
-                steps.append(Step("update", n.name, n.op, list(reads_common), [n.inputs[2]],
-                                  {"input": 2, "rows": lt.bias_rows}))
+        if lt is not None and lt.weight_rows:
+            saved.add(n.inputs[0])
+            steps.append(Step("update", n.name, n.op, reads_common + [n.inputs[0]], [n.inputs[1]],
+                              {"input": 1, "rows": lt.weight_rows}))
     saved.update(masks.values())
     return TrainingProgram(graph, plan, steps, logits, saved, masks)
 

@@ -77,6 +77,7 @@ from .ops import registry
 from .ops._grad_int import (DELTA_FRAC_BITS, MASTER_FRAC_BITS, apply_master_copy, apply_stochastic_round,
                             init_master, prepare_int8_backward, prepare_update, sgd_delta)
 from .ops.loss_int import LOSS_FRAC_BITS, prepare_softmax_ce_acc, prepare_softmax_ce_int8, softmax_cross_entropy_int
+from .patch import PatchStage, run_stage
 from .program import LINEAR_OPS, TrainingProgram, build_program, grad_name
 from .schedule import FGOptions, Schedule, TrainPlan, resolve
 from . import driver
@@ -169,7 +170,7 @@ class Int8Trainer:
                  momentum: float = 0.0, seed: int = 0, lr_schedule: str = "constant",
                  total_steps: int | None = None, accumulate: int = 1, fg_lr: float | None = None,
                  program: TrainingProgram | None = None, qas: bool | None = None, remedy: str = "master",
-                 loss_input: str = "int8"):
+                 loss_input: str = "int8", patch: PatchStage | None = None):
         verify(graph)
         if isinstance(plan, Schedule):
             plan = resolve(plan, graph)
@@ -281,6 +282,15 @@ class Int8Trainer:
                 sl.lo, sl.hi = -INT32_MAX + 2 * d, INT32_MAX - 2 * d
         trained_nodes = {lt.node for lt in plan.layers if lt.trainable}
         self._start = next((k for k, s in enumerate(self._fwd) if s.node in trained_nodes), len(self._fwd))
+        # patch-based execution of the frozen stage (compiler/patch.py): the same integers
+        self.patch = patch
+        self._patch_len = 0
+        if patch is not None:
+            names = [s.node for s in self._fwd[:len(patch.nodes)]]
+            if names != list(patch.nodes) or patch.input != self.input or len(patch.nodes) > self._start:
+                raise ValueError("patch: the stage must be the first frozen nodes of this model's forward pass "
+                                 "(a stage planned for another model or schedule?)")
+            self._patch_len = len(patch.nodes)
 
     # ---- host constants ---------------------------------------------------------------------------
     @host_only
@@ -395,6 +405,10 @@ class Int8Trainer:
 
     # ---- forward ----------------------------------------------------------------------------------
     def _forward(self, env: dict, start: int = 0, stop: int | None = None) -> dict:
+        stop = len(self._fwd) if stop is None else stop
+        if self.patch is not None and start == 0 and stop >= self._patch_len:
+            env[self.patch.output] = run_stage(self.patch, env[self.patch.input], self._tile_forward)
+            start = self._patch_len
         for s in self._fwd[start:stop]:
             node = self._nodes[s.node]
             xs = [self._value(env, i) for i in node.inputs]
@@ -402,6 +416,13 @@ class Int8Trainer:
             for o, y in zip(node.outputs, ys):
                 env[o] = y
         return env
+
+    def _tile_forward(self, node, xs: list[np.ndarray]) -> np.ndarray:
+        """One node of a patched stage on one tile: ``xs`` its activation inputs' regions."""
+        it = iter(xs)
+        full = [None if not t else (self.value(t) if self.graph.tensors[t].is_const else next(it))
+                for t in node.inputs]
+        return registry.get(node.op).forward_int8(node, full, self.prepared[node.name])[0]
 
     def _value(self, env, name):
         if name == "":
@@ -566,7 +587,9 @@ class Int8Trainer:
 
     def prefix_bytes(self, n: int) -> int:
         """Bytes of :meth:`frozen_prefix` for ``n`` samples."""
-        names = [self.input] + [o for s in self._fwd[:self._start] for o in s.writes]
+        inner = set() if self.patch is None else {o for s in self._fwd[:self._patch_len] for o in s.writes
+                                                  if o != self.patch.output}
+        names = [self.input] + [o for s in self._fwd[:self._start] for o in s.writes if o not in inner]
         return n * sum(np.dtype(self.graph.tensors[t].dtype).itemsize * int(np.prod(self.graph.tensors[t].shape[1:]))
                        for t in names)
 
@@ -600,15 +623,24 @@ def train_int8(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: i
                momentum: float | None = None, fg_lr: float | None = None, lr_schedule: str | None = None,
                eval_every: int = 0, qas: bool | None = None, remedy: str = "master",
                loss_input: str = "int8", accumulate: int = 1, on_step=None, on_phase=None,
-               engine: str = "numpy") -> Int8Result:
+               engine: str = "numpy", patch="off", patch_max_overhead: float = 0.15,
+               scratch: str = "fast") -> Int8Result:
     """:func:`~microtrain.compiler.train_float.train_float_twin` for the int8 engine: 1 epoch by
     default, cosine lr, ``seed`` for the fg stream and the shuffling. ``engine="c"`` trains with
     the generated C program (:class:`~microtrain.compiler.codegen.native.NativeTrainer`, the same
-    integers) instead of numpy."""
+    integers) instead of numpy. ``patch``/``patch_max_overhead``/``scratch``: the memory plan's
+    options (:func:`~microtrain.compiler.memory.memplan.plan_memory`); with a patched stage both
+    engines run it tile by tile."""
     if engine not in ("numpy", "c"):
         raise ValueError(f"engine must be 'numpy' or 'c', got {engine!r}")
     plan = schedule if isinstance(schedule, TrainPlan) else resolve(schedule, graph)
     mom = plan.schedule.momentum if momentum is None else momentum
+    stage = patch if isinstance(patch, PatchStage) or patch is None else None
+    if stage is None and patch not in (None, "off"):
+        from .memory.memplan import plan_memory
+
+        stage = plan_memory(graph, plan, remedy=remedy, momentum=mom or 0.0, loss_input=loss_input,
+                            patch=patch, patch_max_overhead=patch_max_overhead, scratch=scratch).patch
 
     def make(total: int):
         if engine == "c":
@@ -616,10 +648,11 @@ def train_int8(graph: Graph, schedule: Schedule | TrainPlan, data: Any, steps: i
 
             return NativeTrainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
                                  lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
-                                 loss_input=loss_input, accumulate=accumulate)
+                                 loss_input=loss_input, accumulate=accumulate,
+                                 patch="off" if stage is None else stage, scratch=scratch)
         tr = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=mom, seed=seed,
                          lr_schedule=lr_schedule or "cosine", total_steps=total, qas=qas, remedy=remedy,
-                         loss_input=loss_input, accumulate=accumulate)
+                         loss_input=loss_input, accumulate=accumulate, patch=stage)
         tr.prepare_batches(1, tr.samples_per_step)
         return tr
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..compiler.errors import DataError, MicrotrainError, ModelFormatError
 from . import report as rp
-from .schedule_options import schedule_options
+from .schedule_options import memory_options, schedule_options
 
 from . import __version__
 
@@ -329,16 +329,24 @@ def _moving_average(v: np.ndarray, window: int) -> np.ndarray:
 
 
 def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: int, show: bool,
-              accumulate: int = 1, engine: str = "numpy"):
+              accumulate: int = 1, engine: str = "numpy", mem_kw: dict | None = None):
     """:func:`~microtrain.compiler.train_int.train_int8` with progress on stderr: a spinner per
     phase and, on a terminal, a rich progress bar over the training steps."""
     from ..compiler import driver
     from ..compiler import train_int as ti
 
+    mem_kw = dict(mem_kw or {})
+    if mem_kw.get("patch", "off") != "off" and engine == "numpy" and accumulate == 1:
+        from ..compiler.memory.memplan import plan_memory
+
+        # the stage the device program would run (simulated tile by tile: the same integers)
+        mem_kw["patch"] = plan_memory(qgraph, plan, momentum=plan.schedule.momentum or 0.0, **mem_kw).patch
+    elif accumulate != 1:
+        mem_kw["patch"] = "off"
     console = rp.stderr_console()
     if not (show and console.is_terminal):
         return ti.train_int8(qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate,
-                             engine=engine)
+                             engine=engine, **mem_kw)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     total = driver.step_count(len(ds.y_train), driver.fg_samples_per_step(plan), steps, epochs)
@@ -349,7 +357,7 @@ def _run_int8(qgraph, plan, ds, steps: int | None, epochs: float | None, seed: i
         phases = {"before": "int8: evaluating before training", "train": "int8 training",
                   "after": "int8: evaluating after training"}
         return ti.train_int8(
-            qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate, engine=engine,
+            qgraph, plan, ds, steps=steps, epochs=epochs, seed=seed, accumulate=accumulate, engine=engine, **mem_kw,
             on_phase=lambda ph: bar.update(task, description=phases[ph]),
             on_step=lambda t, r: bar.update(task, completed=t + 1, loss=f"{r.loss:.3f}"))
 
@@ -479,6 +487,7 @@ def _write_plot(path: str, hist, float_hist, title: str) -> None:
               help="Skip the float twin (float models only; int8 models never have one).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               metavar="N", help="Training samples used to calibrate post-training quantization.")
+@memory_options
 def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None, seed: int, accumulate: int,
                  engine: str, as_json: bool,
                  plot: str | None, save_params: str | None, no_float: bool, calib_samples: int,
@@ -506,8 +515,9 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
     from ..compiler.inspect import precision
     from ..compiler.quantize import quantize_graph
     from ..compiler.schedule import resolve
-    from .schedule_options import pop_schedule_options, schedule_from_options
+    from .schedule_options import pop_memory_options, pop_schedule_options, schedule_from_options
 
+    mem_kw = pop_memory_options(kw)
     sched_kw = pop_schedule_options(kw)
     if epochs is not None and steps is not None:
         raise MicrotrainError("give --epochs or --steps, not both")
@@ -538,7 +548,7 @@ def simulate_cmd(model: str, data: str, epochs: float | None, steps: int | None,
     if engine == "c" and accumulate != 1:
         raise MicrotrainError(f"--engine c --accumulate {accumulate}: the C engine applies every step's gradient; "
                               "use --engine numpy for gradient accumulation")
-    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show, accumulate, engine)
+    res = _run_int8(qgraph, plan, ds, steps, epochs, seed, show, accumulate, engine, mem_kw)
     for w in res.trainer.warnings:
         if w not in warnings:
             warnings.append(w)

@@ -8,7 +8,7 @@ import click
 
 from ..compiler.errors import MicrotrainError
 from . import report as rp
-from .schedule_options import schedule_options
+from .schedule_options import memory_options, schedule_options
 
 REMEDIES = ("master", "stochastic")
 LOSS_INPUTS = ("int8", "acc")
@@ -36,6 +36,7 @@ LOSS_INPUTS = ("int8", "acc")
 @click.option("--force", is_flag=True,
               help="Replace DIR even if it holds other files (they are deleted).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@memory_options
 def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data: str | None, calib_samples: int,
                 output: str, force: bool, as_json: bool, **kw: Any) -> None:
     """Generate the C of one on-device training program and write a folder that builds it.
@@ -68,6 +69,9 @@ def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data:
     from .plan_cmd import _load, plan_warnings
     from .schedule_options import pop_schedule_options, schedule_from_options
 
+    from .schedule_options import pop_memory_options
+
+    mem_kw = pop_memory_options(kw)
     schedule = schedule_from_options(**pop_schedule_options(kw))
     board = get_board(board_name)
     show = not as_json
@@ -78,7 +82,7 @@ def compile_cmd(model: str, board_name: str, remedy: str, loss_input: str, data:
                               f"(use sparse, bias, last-k, full, fg or hybrid)")
     options = {"remedy": remedy, "accumulate": 1, "momentum": schedule.momentum or 0.0}
     gen_kwargs = {"momentum": schedule.momentum or 0.0, "remedy": remedy, "loss_input": loss_input,
-                  "board": board.name}
+                  "board": board.name, **mem_kw}
     with rp.progress("generating C", show):
         gen = generate(qgraph, plan, **gen_kwargs)
     with rp.progress(f"writing {output}", show):

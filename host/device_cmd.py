@@ -17,7 +17,7 @@ import numpy as np
 
 from ..compiler.errors import MicrotrainError
 from . import report as rp
-from .schedule_options import schedule_options
+from .schedule_options import memory_options, schedule_options
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -304,6 +304,7 @@ def _report(r: dict[str, Any], as_json: bool) -> None:
               help="Keep the compiled folder here. [default: a folder under build/run/]")
 @_train_options
 @_link_options
+@memory_options
 def run_cmd(model: str, board_name: str, data: str, calib_samples: int, output: str | None, **kw: Any) -> None:
     """Compile MODEL for an emulated board, start it, and train it over the serial bridge.
 
@@ -329,6 +330,9 @@ def run_cmd(model: str, board_name: str, data: str, calib_samples: int, output: 
     from .cli import _guard, load_model_file
     from .schedule_options import pop_schedule_options, schedule_from_options
 
+    from .schedule_options import pop_memory_options
+
+    mem_kw = pop_memory_options(kw)
     schedule = schedule_from_options(**pop_schedule_options(kw))
     board = get_board(board_name)
     if board.qemu is None:
@@ -352,7 +356,7 @@ def run_cmd(model: str, board_name: str, data: str, calib_samples: int, output: 
     if plan.num_trainable_params == 0:
         raise MicrotrainError(f"schedule {schedule.kind}: nothing is trained")
     gen_kwargs = {"momentum": schedule.momentum or 0.0, "remedy": "master", "loss_input": "int8",
-                  "board": board.name}
+                  "board": board.name, **mem_kw}
     with rp.progress("generating C", show):
         gen = generate(qgraph, plan, **gen_kwargs)
     out = Path(output) if output else Path("build") / "run" / f"{board.name}-{gen.hash}"

@@ -9,7 +9,7 @@ import click
 
 from ..compiler.errors import DataError, MicrotrainError
 from . import report as rp
-from .schedule_options import schedule_options
+from .schedule_options import memory_options, schedule_options
 
 COMPARE_KINDS = ("none", "bias", "sparse", "last-k", "full", "fg")
 REMEDIES = ("master", "stochastic")
@@ -179,6 +179,7 @@ def smallest_fit(peak: int, flash_total: int) -> str:
               help="Write a PNG timeline of the arena: buffers by offset over program steps, peak marked.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True, metavar="N",
               help="Samples used to quantize a float model (from --data when given).")
+@memory_options
 def plan_cmd(model: str, board_name: str, remedy: str, accumulate: int, sram: str | None, flash: str | None,
              compare: bool, search: bool, data: str | None, budget: str | None, search_steps: int | None,
              jobs: int, output: str | None, seed: int, as_json: bool, plot: str | None, calib_samples: int,
@@ -201,11 +202,20 @@ def plan_cmd(model: str, board_name: str, remedy: str, accumulate: int, sram: st
       microtrain plan model.onnx --board stm32f746g-disco --bias-last 20 --update -1:1,-3:0.25 --json
       microtrain plan model.onnx --board qemu-m4 --compare
       microtrain plan examples/digits_cnn.onnx --board qemu-m4 --search --data digits --budget 64K
+      microtrain plan mnv2.onnx --board stm32f746g-disco --bias-last 20 --update -1:1,-3:0.25 \
+          --remedy stochastic --patch auto --scratch lean
+
+    The frozen first layers can run tile by tile (--patch; on by default where it lowers the peak):
+    the report then shows the layer-by-layer and the patched SRAM side by side, the grid, the
+    split point and the extra multiply-accumulates of the recomputed halos.
     """
     from ..compiler.schedule import Schedule, resolve
     from .boards import get_board
     from .schedule_options import pop_schedule_options, schedule_from_options
 
+    from .schedule_options import pop_memory_options
+
+    mem_kw = pop_memory_options(kw)
     sched_kw = pop_schedule_options(kw)
     schedule = schedule_from_options(**sched_kw)
     board = get_board(board_name)
@@ -218,7 +228,7 @@ def plan_cmd(model: str, board_name: str, remedy: str, accumulate: int, sram: st
     if search and compare:
         raise MicrotrainError("give --search or --compare, not both")
     show = not as_json
-    options = {"remedy": remedy, "accumulate": accumulate, "momentum": schedule.momentum or 0.0}
+    options = {"remedy": remedy, "accumulate": accumulate, "momentum": schedule.momentum or 0.0, **mem_kw}
     fgraph, qgraph, ds = _load(model, data, calib_samples, show)
     resolve(schedule, qgraph)  # fail fast on a bad selector
 
@@ -314,6 +324,7 @@ def _render_plan(r: dict[str, Any]) -> None:
     live = ", ".join(f"{b['name']} {rp.fmt_bytes(b['bytes'])} ({b['kind']})" for b in pk["live"][:6])
     more = f" and {len(pk['live']) - 6} more" if len(pk["live"]) > 6 else ""
     con.print(f"arena peak at step {pk['step']} ({rp.esc(pk.get('label', ''))}): {rp.esc(live)}{more}", soft_wrap=True)
+    con.print(_patch_line(r), soft_wrap=True)
     ov = {k: v for k, v in r["overhead"].items() if k != "total" and v}
     con.print("training overhead over inference only: " + rp.esc(rp.fmt_bytes(r["overhead"]["total"]))
               + (" (" + ", ".join(f"{k.replace('_', ' ')} {rp.fmt_bytes(v)}" for k, v in ov.items()) + ")" if ov else ""),
@@ -323,6 +334,27 @@ def _render_plan(r: dict[str, Any]) -> None:
               f"{rp.fmt_bytes(f['total_bytes'])} flash of {rp.fmt_bytes(f['capacity_bytes'])}")
     for w in r["warnings"]:
         con.print(f"warning: {rp.esc(w)}", soft_wrap=True)
+
+
+def _patch_line(r: dict[str, Any]) -> str:
+    """One line on patch-based execution: layer by layer vs patched, grid, split, extra MACs."""
+    p = r.get("patch")
+    lean = r.get("lean_steps") or []
+    tail = f"; lean scratch at {len(lean)} backward step(s)" if lean else ""
+    if not p:
+        return "patch-based execution: off" + tail
+    lbl = p.get("layer_by_layer") or {}
+    ch = p.get("chosen")
+    if ch is None:
+        return f"patch-based execution ({p['mode']}): not used: {rp.esc(p.get('reason', ''))}" + tail
+    pat = p.get("patched") or {}
+    short = ch["split_after"].rsplit("/", 2)[-2] if ch["split_after"].count("/") >= 2 else ch["split_after"]
+    return (f"patch-based execution ({p['mode']}): {ch['grid'][0]}x{ch['grid'][1]} tiles over the first "
+            f"{len(ch['nodes'])} nodes (up to {rp.esc(short)}, output {'x'.join(map(str, ch['output_shape']))}); "
+            f"SRAM peak {rp.fmt_bytes(lbl.get('peak_bytes', 0))} layer by layer -> "
+            f"{rp.fmt_bytes(pat.get('peak_bytes', r['sram']['peak_bytes']))} patched (arena "
+            f"{rp.fmt_bytes(lbl.get('arena_bytes', 0))} -> {rp.fmt_bytes(pat.get('arena_bytes', 0))}); "
+            f"+{ch['extra_macs']:,} MACs ({100 * ch['overhead']:.1f}% of the forward's {ch['model_macs']:,})" + tail)
 
 
 def _stack_note(st: dict[str, Any] | None) -> str:

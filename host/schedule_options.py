@@ -153,3 +153,44 @@ def schedule_from_options(**kwargs: Any) -> Schedule:
         qas=not kw["no_qas"],
         **counts,
     )
+
+
+# ---- memory options (plan, simulate, compile, run) ------------------------------------------------
+MEMORY_OPTION_NAMES = ("patch", "patch_max_overhead", "scratch")
+
+_MEMORY_OPTIONS = [
+    click.option(
+        "--patch", "patch", metavar="auto|off|RxC", default="auto", show_default=True,
+        help="Patch-based execution of the frozen stage: the first frozen layers run on an R x C grid of "
+             "spatial tiles (halos recomputed) so their wide activations never exist whole. auto: the split "
+             "point and grid (up to 8x8) with the smallest SRAM, used only when it lowers the peak; off: "
+             "layer by layer; RxC (e.g. 4x4): that grid at the best split point."),
+    click.option(
+        "--patch-max-overhead", "patch_max_overhead", type=click.FloatRange(min=0.0), default=0.15,
+        show_default=True, metavar="F",
+        help="--patch auto: most extra multiply-accumulates (halo recomputation) allowed, as a fraction of the "
+             "model's forward MACs."),
+    click.option(
+        "--scratch", "scratch", type=click.Choice(("fast", "lean")), default="fast", show_default=True,
+        help="Backward kernel scratch: fast gives every conv/fc input gradient and weight update an int32 "
+             "accumulator buffer; lean drops it at the steps that would set the SRAM peak (those sums are "
+             "computed twice: same integers, more instructions)."),
+]
+
+
+def memory_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator adding --patch, --patch-max-overhead and --scratch (:data:`MEMORY_OPTION_NAMES`)."""
+    for opt in reversed(_MEMORY_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def pop_memory_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove the memory options from ``kwargs``; return them as plan_memory/generate keywords
+    (``patch``: "auto", "off" or an (R, C) grid)."""
+    from ..compiler.patch import parse_grid
+
+    out = {k: kwargs.pop(k) for k in MEMORY_OPTION_NAMES if k in kwargs}
+    p = str(out.get("patch", "auto")).strip().lower()
+    out["patch"] = p if p in ("auto", "off") else parse_grid(p)
+    return out

@@ -108,7 +108,7 @@ PROGRAM_ENTRIES = ("mt_init", "mt_train_step", "mt_infer", "mt_eval", "mt_params
 #: entries whose code is template (the same in every program, no kernel calls): counted whole
 PROGRAM_LEAVES = ("mt_step_count", "mt_arena_paint", "mt_arena_high_water")
 #: headers whose functions are the public kernel entry points
-KERNEL_HEADERS = ("mt_kernels_fwd.h", "mt_kernels_train.h", "mt_kernels_dsp.h")
+KERNEL_HEADERS = ("mt_kernels_fwd.h", "mt_kernels_train.h", "mt_kernels_dsp.h", "mt_kernels_fused.h")
 
 
 class StackError(RuntimeError):

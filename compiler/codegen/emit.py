@@ -36,6 +36,7 @@ from ..ir import Graph
 from ..memory.lifetimes import (GRAD_EXP_BYTES, depthwise_inplace_rows, is_pointwise, loss_layout,
                                 scratch_layout)
 from ..memory.memplan import MemoryPlan, plan_memory
+from ..patch import DEFAULT_MAX_OVERHEAD, WINDOW_OPS, act_inputs
 from ..memory.stack import dsp_dispatch, program_kernels, table as stack_table
 from ..program import LINEAR_OPS
 from ..schedule import Schedule, TrainPlan, resolve
@@ -166,7 +167,8 @@ class _Emitter:
         for st in self.mm.steps:
             if st.kind in ("grad_input", "update"):
                 self.first_bwd.setdefault(st.node, st.index)
-        self.updated = {st.node for st in self.mm.steps if st.kind == "update"}
+        # nodes whose weight update follows the input gradient (it still reads the output gradient)
+        self.updated = {ps.node for ps in tr.program.steps if ps.kind == "update" and ps.attrs.get("input") == 1}
         self.checks: list[str] = []  # scratch sizes the kernels' *_scratch_bytes companions report
 
     def check(self, st, expr: str, planned: int, setup: str = "") -> None:
@@ -370,6 +372,248 @@ class _Emitter:
                         f"{self.ptr(m, 'uint8_t')}));")
         return body
 
+    # ---- the patched stage (compiler/patch.py): one step function, a loop over the tiles ----
+    def patch_geometry(self) -> tuple[dict[str, tuple[str, str]], list[list[int]], list[list[int]]]:
+        """The stage's per-tile geometry, split by axis: every value of a tile depends on its grid
+        row only (y: rows, heights, top/bottom pads) or on its grid column only (x), so it is kept
+        in two int16 tables, ``pt_rows[R][..]`` and ``pt_cols[C][..]`` (flash); a value equal in
+        every row (column) is a literal. Returns field -> (y expression, x expression) and the two
+        tables. Fields: ``gather_at``/``gather`` (the stage input's region: origin, size),
+        ``scatter_at``/``scatter`` (the stage output's), per node ``out:<node>`` (computed region
+        size), ``in:<node>`` (size of the region of each activation input it reads), ``pad0``/
+        ``pad1:<node>`` (effective pads top/left, bottom/right), per activation input k
+        ``coff``/``csrc``/``cflag:<k>:<node>`` (offset of the needed region in the held one, the
+        held size, whether the axis is cropped)."""
+        stage = self.mp.patch
+        R, C = stage.grid
+        vals: dict[str, tuple[list, list]] = {}
+
+        def put(name: str, t, yv, xv) -> None:
+            ys, xs = vals.setdefault(name, ([None] * R, [None] * C))
+            for arr, i, v in ((ys, t.row, int(yv)), (xs, t.col, int(xv))):
+                if arr[i] is None:
+                    arr[i] = v
+                elif arr[i] != v:
+                    raise CodegenError(f"internal: patch geometry {name!r} differs along a grid row or column")
+
+        crops = {(op.node, k) for t in stage.tiles for op in t.ops for k, c in enumerate(op.crop) if c}
+        for t in stage.tiles:
+            ri, ro = t.regions[stage.input], t.regions[stage.output]
+            put("gather_at", t, ri.y0, ri.x0)
+            put("gather", t, ri.h, ri.w)
+            put("scatter_at", t, ro.y0, ro.x0)
+            put("scatter", t, ro.h, ro.w)
+            for op in t.ops:
+                node = self.nodes[op.node]
+                put(f"out:{op.node}", t, op.out.h, op.out.w)
+                if node.op in WINDOW_OPS:  # elementwise ops read regions of their output's size, unpadded
+                    put(f"in:{op.node}", t, op.need[0].h, op.need[0].w)
+                    put(f"pad0:{op.node}", t, op.pads[0], op.pads[1])
+                    put(f"pad1:{op.node}", t, op.pads[2], op.pads[3])
+                for k, x in enumerate(act_inputs(node, self.g)):
+                    held, need = t.regions[x], op.need[k]
+                    if (need.h, need.w) != (op.need[0].h, op.need[0].w) or \
+                            (node.op not in WINDOW_OPS and (need.h, need.w) != (op.out.h, op.out.w)):
+                        raise CodegenError(f"internal: node {op.node!r} reads regions of unexpected sizes in a tile")
+                    fy, fx = (held.y0, held.y1) != (need.y0, need.y1), (held.x0, held.x1) != (need.x0, need.x1)
+                    if bool(op.crop[k]) != (fy or fx):
+                        raise CodegenError(f"internal: crop of {op.node!r} input {k} disagrees with its regions")
+                    if (op.node, k) not in crops:
+                        continue
+                    put(f"coff:{k}:{op.node}", t, *need.within(held))
+                    put(f"csrc:{k}:{op.node}", t, held.h, held.w)
+                    put(f"cflag:{k}:{op.node}", t, fy, fx)
+        exprs: dict[str, tuple[str, str]] = {}
+        rows: list[list[int]] = [[] for _ in range(R)]
+        cols: list[list[int]] = [[] for _ in range(C)]
+        for name, (ys, xs) in vals.items():
+            e = []
+            for arr, table, var in ((ys, rows, "gy"), (xs, cols, "gx")):
+                if len(set(arr)) == 1:
+                    e.append(str(arr[0]))
+                else:
+                    if min(arr) < -32768 or max(arr) > 32767:
+                        raise CodegenError(f"patch geometry {name!r}: {max(arr)} does not fit int16")
+                    e.append(f"{var}[{len(table[0])}]")
+                    for i, v in enumerate(arr):
+                        table[i].append(v)
+            exprs[name] = (e[0], e[1])
+        return exprs, rows, cols
+
+    def patch_stage(self, psteps) -> list[str]:
+        """The body of the step function that runs the patched stage (the timeline's ``patch``
+        steps: gather, per node an optional crop and its kernel, scatter) for every tile of every
+        sample ``j .. j+n-1``: the tile's region of the stage input is copied row by row into
+        ``tile:<input>``, each node runs its full-layer kernel (same constants, DSP dispatch) on
+        the tile buffers with the tile's geometry (dims = region sizes, padding = effective pads:
+        the params struct is the const full-layer one, copied to the stack when a pad differs),
+        and the output region is copied into the whole stage output."""
+        stage = self.mp.patch
+        g = self.g
+        R, C = stage.grid
+        ex, rows, cols = self.patch_geometry()
+        ny, nx = len(rows[0]), len(cols[0])
+        if ny:
+            self.const("pt_rows", f"static const int16_t pt_rows[{R}][{ny}] = {{ /* patch geometry per grid row */\n"
+                       + "".join(f"    {{{', '.join(map(str, r))}}},\n" for r in rows) + "};")
+        if nx:
+            self.const("pt_cols", f"static const int16_t pt_cols[{C}][{nx}] = {{ /* patch geometry per grid column */\n"
+                       + "".join(f"    {{{', '.join(map(str, c))}}},\n" for c in cols) + "};")
+
+        def y(f: str) -> str:
+            return ex[f][0]
+
+        def x(f: str) -> str:
+            return ex[f][1]
+
+        def whole(t: str) -> str:  # sample j + s of a whole tensor
+            off = self.off(t)
+            if t in self.batched:
+                return f"((int8_t *)(mt_arena_u8 + {off}u + (size_t)(j + s) * {self.stride(t)}u))"
+            return f"((int8_t *)(mt_arena_u8 + {off}u))"
+
+        def chans(t: str) -> int:
+            return int(g.tensors[t].shape[3])
+
+        body = ["int32_t s, ti, tj;", "for (s = 0; s < n; ++s) {", f"    for (ti = 0; ti < {R}; ++ti) {{"]
+        ind = "            "
+        if ny:
+            body += ["        const int16_t *gy = pt_rows[ti];", "        (void)gy;"]
+        body.append(f"        for (tj = 0; tj < {C}; ++tj) {{")
+        if nx:
+            body += [f"{ind}const int16_t *gx = pt_cols[tj];", f"{ind}(void)gx;"]
+        inp, out = stage.input, stage.output
+        body.append(f"{ind}mt_region_copy({self.ptr(f'tile:{inp}')}, {x('gather')}, 0, 0, {whole(inp)}, "
+                    f"{g.tensors[inp].shape[2]}, {y('gather_at')}, {x('gather_at')}, {y('gather')}, {x('gather')}, "
+                    f"{chans(inp)});")
+        for st in psteps:
+            if st.op in ("tile_gather", "tile_scatter"):
+                continue
+            node = self.nodes[st.node]
+            if st.op == "tile_crop":
+                k = int(st.writes[0][len("tile:crop:"):].partition(":")[0])
+                cond = self._patch_cond(ex, k, node.name)
+                src = st.reads[0]
+                size = f"in:{node.name}" if node.op in WINDOW_OPS else f"out:{node.name}"
+                copy = (f"mt_region_copy({self.ptr(st.writes[0])}, {x(size)}, 0, 0, {self.ptr(src)}, "
+                        f"{x(f'csrc:{k}:{node.name}')}, {y(f'coff:{k}:{node.name}')}, {x(f'coff:{k}:{node.name}')}, "
+                        f"{y(size)}, {x(size)}, {chans(src[5:])});")
+                body.append(f"{ind}{copy}" if cond == "1" else f"{ind}if ({cond}) {{ {copy} }}")
+                continue
+            xs = []
+            for k, r in enumerate(st.reads):
+                if r.startswith("tile:crop:"):
+                    cond = self._patch_cond(ex, k, node.name)
+                    held = self.ptr(f"tile:{act_inputs(node, g)[k]}")
+                    xs.append(self.ptr(r) if cond == "1" else f"(({cond}) ? {self.ptr(r)} : {held})")
+                else:
+                    xs.append(self.ptr(r))
+            body += [f"{ind}{b}" for b in self._patch_node(st, node, xs, y, x)]
+        body.append(f"{ind}mt_region_copy({whole(out)}, {g.tensors[out].shape[2]}, {y('scatter_at')}, "
+                    f"{x('scatter_at')}, {self.ptr(f'tile:{out}')}, {x('scatter')}, 0, 0, {y('scatter')}, "
+                    f"{x('scatter')}, {chans(out)});")
+        body += ["        }", "    }", "}"]
+        return body
+
+    @staticmethod
+    def _patch_cond(ex, k: int, node: str) -> str:
+        fy, fx = ex[f"cflag:{k}:{node}"]
+        if "1" in (fy, fx):
+            return "1"
+        parts = [f for f in (fy, fx) if f != "0"]
+        if not parts:
+            raise CodegenError(f"internal: node {node!r} input {k}: a crop step but no tile crops")
+        return " || ".join(f"{f} != 0" for f in parts)
+
+    def _patch_node(self, st, node, xs: list[str], y, x) -> list[str]:
+        """One node's kernel call on a tile (a block: its dims and params on the stack)."""
+        p = self.tr.prepared[node.name]
+        k = f"n{list(self.nodes).index(node.name)}"
+        op = node.op
+        yt = self.ptr(st.writes[0])
+        oh, ow = y(f"out:{node.name}"), x(f"out:{node.name}")
+        win = node.op in WINDOW_OPS
+        ih, iw = (y(f"in:{node.name}"), x(f"in:{node.name}")) if win else (oh, ow)
+        cin = self.g.tensors[act_inputs(node, self.g)[0]].shape[3]
+        cout = self.g.tensors[node.outputs[0]].shape[3]
+        act_lo, act_hi = p.get("act_min", -128), p.get("act_max", 127)
+        a = node.attrs
+        pads = [y(f"pad0:{node.name}"), x(f"pad0:{node.name}"), y(f"pad1:{node.name}"), x(f"pad1:{node.name}")] \
+            if win else ["0"] * 4
+
+        def params(ctype: str, sym: str, var: str) -> tuple[str, list[str]]:
+            """(pointer to the params, statements): the const struct, or a stack copy with the tile's pads."""
+            full = [str(v) for v in a.get("pad", (0, 0, 0, 0))]
+            if pads == full:
+                return f"&{sym}", []
+            decl = [f"{ctype} {var} = {sym};"]
+            sets = [f"{var}.padding.{f} = {v};" for f, v, w in zip(("top", "left", "bottom", "right"), pads, full)
+                    if v != w]
+            return f"&{var}", decl + sets
+
+        out = ["{"]
+        if op in ("conv2d", "depthwise_conv2d"):
+            w, split = self.weight(node.inputs[1])
+            b = self.weight(node.inputs[2])[0] if len(node.inputs) > 2 and node.inputs[2] else "NULL"
+            wt = self.g.tensors[node.inputs[1]]
+            q = self.quant(k, p)
+            sh, sw = a.get("stride", (1, 1))
+            dh, dw = a.get("dilation", (1, 1))
+            t, l, bo, r = a.get("pad", (0, 0, 0, 0))
+            dims = (f"    const mt_dims di = {{1, {ih}, {iw}, {cin}}}, df = {{{', '.join(map(str, wt.shape))}}}, "
+                    f"dout = {{1, {oh}, {ow}, {cout}}};")
+            if op == "conv2d":
+                cp = self.const(f"{k}_conv", f"static const mt_conv_params {k}_conv = {{{p['in_zp']}, {p['out_zp']}, "
+                                f"{{{sh}, {sw}}}, {{{dh}, {dw}}}, {{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}, {split}}};")
+                ptr, stmts = params("mt_conv_params", cp, "cp")
+                out += [f"    {s}" for s in stmts if not s.startswith("cp.")] + [dims]
+                out += [f"    {s}" for s in stmts if s.startswith("cp.")]
+                if is_pointwise(self.g, node):  # 1x1, stride 1, no padding: every tile too
+                    lay = dict(scratch_layout(self.g, "forward", node, {}))
+                    row = self.parts(st, list(lay.items()))["row"]
+                    self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", lay["row"],
+                               f"const mt_dims di = {{1, 1, 1, {cin}}}, df = {{{', '.join(map(str, wt.shape))}}}; ")
+                    out.append(f"    MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)({row}, {ptr}, &{q}, &di, {xs[0]}, "
+                               f"&df, {w}, {b}, &dout, {yt}));")
+                else:
+                    out.append(f"    MT_TRY(MT_KERNEL(mt_conv2d_fwd_s8)({ptr}, &{q}, &di, {xs[0]}, &df, {w}, {b}, "
+                               f"&dout, {yt}));")
+            else:
+                mult = wt.shape[3] // cin
+                dp = self.const(f"{k}_dw", f"static const mt_dw_conv_params {k}_dw = {{{p['in_zp']}, {p['out_zp']}, "
+                                f"{mult}, {{{sh}, {sw}}}, {{{dh}, {dw}}}, {{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}}};")
+                ptr, stmts = params("mt_dw_conv_params", dp, "dp")
+                out += [f"    {s}" for s in stmts if not s.startswith("dp.")] + [dims]
+                out += [f"    {s}" for s in stmts if s.startswith("dp.")]
+                out.append(f"    MT_TRY(MT_KERNEL(mt_depthwise_conv2d_fwd_s8)({ptr}, &{q}, &di, {xs[0]}, &df, {w}, {b}, "
+                           f"&dout, {yt}));")
+        elif op == "max_pool2d":
+            kh, kw = a["ksize"]
+            sh, sw = a.get("stride", (1, 1))
+            t, l, bo, r = a.get("pad", (0, 0, 0, 0))
+            pp = self.const(f"{k}_pool", f"static const mt_pool_params {k}_pool = {{{{{kh}, {kw}}}, {{{sh}, {sw}}}, "
+                            f"{{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}, {int(bool(a.get('count_include_pad', False)))}}};")
+            ptr, stmts = params("mt_pool_params", pp, "pp")
+            out += [f"    {s}" for s in stmts if not s.startswith("pp.")]
+            out.append(f"    const mt_dims di = {{1, {ih}, {iw}, {cin}}}, dout = {{1, {oh}, {ow}, {cout}}};")
+            out += [f"    {s}" for s in stmts if s.startswith("pp.")]
+            out.append(f"    MT_TRY(mt_max_pool2d_fwd_s8({ptr}, &di, {xs[0]}, &dout, {yt}));")
+        elif op == "add":
+            fields = ("left_shift", "a_zp", "b_zp", "out_zp", "a_mult", "a_shift", "b_mult", "b_shift", "out_mult",
+                      "out_shift", "act_min", "act_max")
+            ap = self.const(f"{k}_add", f"static const mt_add_params {k}_add = {{"
+                            + ", ".join(_c_int(int(p[f])) for f in fields) + "};")
+            out.append(f"    const mt_dims d = {{1, {oh}, {ow}, {cout}}};")
+            out.append(f"    MT_TRY(mt_add_fwd_s8(&{ap}, &d, {xs[0]}, &d, {xs[1]}, &d, {yt}));")
+        elif op in ("relu", "relu6"):
+            rp = self.const(f"{k}_relu", f"static const mt_relu_params {k}_relu = {{{p['in_zp']}, {p['out_zp']}, "
+                            f"{p['mult']}, {p['shift']}, {act_lo}, {act_hi}}};")
+            out.append(f"    MT_TRY(mt_relu_fwd_s8(&{rp}, (int32_t){oh} * (int32_t){ow} * {cout}, {xs[0]}, {yt}));")
+        else:
+            raise CodegenError(f"node {node.name!r}: op {op!r} cannot run in a patched stage")
+        out.append("}")
+        return out
+
     # ---- backward steps ----
     def train_params(self, node, k: str) -> str:
         p = self.tr.prepared[node.name]
@@ -418,8 +662,9 @@ class _Emitter:
         body = self.mask_apply(st, node)
         g, ge = self.grad(y)
         gx, gxe = self.grad(x)
+        lean = st.key is not None and st.key in self.mm.options.get("lean", ())
         layout = scratch_layout(self.g, "grad_input", node, {"input": pos}, has_update=node.name in self.updated,
-                                fanout=fanout)
+                                fanout=fanout, lean=lean)
         sp = self.parts(st, layout)
         if fanout:
             dst, dste = f"((int16_t *){sp['tmp']})", f"((int32_t *)({sp['tmp']} + {_a4(2 * nx)}u))"
@@ -431,8 +676,10 @@ class _Emitter:
             gs = f"(int16_t *){sp['gs']}" if "gs" in sp else g
             fn = "mt_fully_connected_bwd_input_s16" if node.op == "fully_connected" else "mt_conv2d_bwd_input_s16"
             lay = dict(layout)
-            self.check(st, f"{fn}_scratch_bytes(&{tp}, {0 if 'gs' in sp else 1}, 1)", lay["acc"] + lay.get("gs", 0))
-            body.append(f"MT_TRY(MT_KERNEL(mt_{self.kname(node)}_bwd_input_s16)(&{tp}, {gs}, (int32_t *){sp['acc']}, {g}, *{ge}, "
+            self.check(st, f"{fn}_scratch_bytes(&{tp}, {0 if 'gs' in sp else 1}, {0 if lean else 1})",
+                       lay.get("acc", 0) + lay.get("gs", 0))
+            acc = "NULL" if lean else f"(int32_t *){sp['acc']}"
+            body.append(f"MT_TRY(MT_KERNEL(mt_{self.kname(node)}_bwd_input_s16)(&{tp}, {gs}, {acc}, {g}, *{ge}, "
                         f"{w}, {dst}, {dste}));")
         elif node.op in ("max_pool2d", "avg_pool2d"):
             a = node.attrs
@@ -464,6 +711,36 @@ class _Emitter:
             raise CodegenError(f"node {st.node!r}: no input gradient kernel for op {node.op!r}")
         if fanout:
             body.append(f"MT_TRY(mt_grad_add_s16({nx}, {gx}, *{gxe}, {dst}, *{dste}, {gx}, {gxe}));")
+        return body
+
+    def fused_gap(self, st) -> list[str]:
+        """mt_mean_pointwise_bwd_s16: the mean's input gradient, the conv's mask, bias update and
+        input gradient in one call (lifetimes.GapFusion), without the [H*W, C] gradient."""
+        conv = self.nodes[st.node]
+        mean = self.nodes[st.key[1]]
+        k = f"n{list(self.nodes).index(conv.name)}"
+        pm = self.tr.prepared[mean.name]
+        tp = self.train_params(conv, k)
+        g, ge = self.grad(mean.outputs[0])
+        gx, gxe = self.grad(conv.inputs[0])
+        m = f"mask:{conv.outputs[0]}"
+        mask = self.ptr(m, "uint8_t") if m in self.root else "NULL"
+        w, _ = self.weight(conv.inputs[1])
+        single = 0 if st.key in self.mm.options.get("lean", ()) else 1
+        scratch = self.parts(st, [("all", _a4(st.scratch))])["all"]
+        self.check(st, f"mt_mean_pointwise_bwd_s16_scratch_bytes(&{tp}, {single})", _a4(st.scratch))
+        bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+        body = []
+        if bias and bias in self.tr.slices:
+            rows = self.tr.slices[bias].rows
+            decl, u, ss = self.sgd(bias, "bp")
+            body.append("{ " + decl)
+            body.append(f"  MT_TRY(mt_mean_pointwise_bwd_s16(&{tp}, {pm['inv_mult']}, {pm['inv_shift']}, &{u}, &{ss}, "
+                        f"{rows}, (int32_t *){scratch}, {single}, {g}, *{ge}, {mask}, {w}, {self.sram[bias][0]}, "
+                        f"{gx}, {gxe})); }}")
+        else:
+            body.append(f"MT_TRY(mt_mean_pointwise_bwd_s16(&{tp}, {pm['inv_mult']}, {pm['inv_shift']}, NULL, NULL, 0, "
+                        f"(int32_t *){scratch}, {single}, {g}, *{ge}, {mask}, {w}, NULL, {gx}, {gxe}));")
         return body
 
     def dims4(self, t: str) -> str:
@@ -503,11 +780,15 @@ class _Emitter:
             body.append(f"    MT_TRY(mt_bias_update_s32(&{u}, &{ss}, {pixels}, {c}, {rows}, {g}, *{ge}, {w}, NULL, NULL));")
         else:
             tp = self.train_params(node, k)
-            lay = scratch_layout(self.g, "update", node, {"input": 1, "rows": rows})
-            acc = self.parts(st, lay)["acc"]
+            lean = st.key is not None and st.key in self.mm.options.get("lean", ())
+            lay = scratch_layout(self.g, "update", node, {"input": 1, "rows": rows}, lean=lean)
             kn = {"fully_connected": "fully_connected", "depthwise_conv2d": "depthwise_conv2d"}.get(node.op, "conv2d")
-            self.check(st, f"mt_{kn}_update_s8_scratch_bytes(&{tp}, {rows})", dict(lay)["acc"])
-            body.append(f"    MT_TRY(MT_KERNEL(mt_{self.kname(node)}_update_s8)(&{tp}, &{u}, &{ss}, {rows}, (int32_t *){acc}, {g}, "
+            if lean:  # two passes over the weight gradient, no accumulator scratch
+                acc = "NULL"
+            else:
+                acc = "(int32_t *)" + self.parts(st, lay)["acc"]
+                self.check(st, f"mt_{kn}_update_s8_scratch_bytes(&{tp}, {rows})", dict(lay)["acc"])
+            body.append(f"    MT_TRY(MT_KERNEL(mt_{self.kname(node)}_update_s8)(&{tp}, &{u}, &{ss}, {rows}, {acc}, {g}, "
                         f"*{ge}, {self.ptr(node.inputs[0])}, {w}, NULL, NULL));")
         body.append("}")
         return body
@@ -585,21 +866,30 @@ def _check(graph: Graph, tr: Int8Trainer, accumulate: int) -> None:
 
 def generate(graph: Graph, plan: TrainPlan | Schedule, *, lr: float | None = None, fg_lr: float | None = None,
              momentum: float = 0.0, lr_schedule: str = "cosine", qas: bool | None = None, remedy: str = "master",
-             loss_input: str = "int8", accumulate: int = 1, algorithms=None, board: str | None = None) -> Generated:
+             loss_input: str = "int8", accumulate: int = 1, algorithms=None, board: str | None = None,
+             patch="off", patch_max_overhead: float = DEFAULT_MAX_OVERHEAD, scratch: str = "fast") -> Generated:
     """Emit ``mt_model.h`` / ``mt_model.c`` for ``graph`` (int8 IR) trained under ``plan``.
 
     Options are :class:`~microtrain.compiler.train_int.Int8Trainer`'s; the seed and the number of
-    steps of the cosine schedule are run-time arguments of ``mt_init``."""
+    steps of the cosine schedule are run-time arguments of ``mt_init``. ``patch``,
+    ``patch_max_overhead``, ``scratch``: as :func:`~microtrain.compiler.memory.memplan.plan_memory`
+    (the program runs the plan's patched stage tile by tile)."""
     if isinstance(plan, Schedule):
         plan = resolve(plan, graph)
-    tr = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=momentum, seed=0, lr_schedule=lr_schedule,
-                     total_steps=1 if lr_schedule == "cosine" else None, qas=qas, remedy=remedy, loss_input=loss_input)
-    _check(graph, tr, accumulate)
     mp = plan_memory(graph, plan, algorithms=algorithms, remedy=remedy, momentum=momentum, lr_schedule=lr_schedule,
-                     loss_input=loss_input, board=_target_board(board))
+                     loss_input=loss_input, board=_target_board(board), patch=patch,
+                     patch_max_overhead=patch_max_overhead, scratch=scratch)
+    tr = Int8Trainer(graph, plan, lr=lr, fg_lr=fg_lr, momentum=momentum, seed=0, lr_schedule=lr_schedule,
+                     total_steps=1 if lr_schedule == "cosine" else None, qas=qas, remedy=remedy, loss_input=loss_input,
+                     program=mp.model.program, patch=mp.patch)
+    _check(graph, tr, accumulate)
     options = {"lr": tr.lrs, "momentum": momentum, "lr_schedule": lr_schedule, "qas": tr.qas, "remedy": remedy,
                "loss_input": loss_input, "fg": [tr.fg.m, tr.fg.eps, tr.fg.batch],
                "board": board if board is None or isinstance(board, str) else board.name}
+    if mp.patch is not None:  # the program's layout differs: part of its identity
+        options["patch"] = [list(mp.patch.grid), mp.patch.nodes[-1]]
+    if mp.model.options.get("lean"):
+        options["lean"] = sorted(map(list, mp.model.options["lean"]))
     digest = model_hash(graph, plan, options)
     em = _Emitter(graph, plan, tr, mp, digest)
     return _assemble(em, options)
@@ -643,9 +933,16 @@ def _assemble(em: _Emitter, options: dict) -> Generated:
         st.attrs_rows = None
         if st.kind in ("forward", "fg_forward"):
             body = em.forward(st, mask_names)
+        elif st.kind == "patch":  # the patched stage: one function (a tile loop) for all its steps
+            if st.op != "tile_gather":
+                continue
+            body = em.patch_stage([s for s in steps if s.kind == "patch"])
         elif st.kind == "loss":
             loss_step = st
             continue
+        elif st.op == "mean_pointwise":  # global mean <- 1x1 conv backward, fused
+            written.add(st.writes[0])
+            body = em.fused_gap(st)
         elif st.kind in ("grad_input", "update"):
             ps = next(s for s in tr.program.steps if s.kind == st.kind and s.node == st.node
                       and s.reads == [r for r in st.reads] and (s.writes == st.writes or st.kind == "update"))
@@ -664,11 +961,15 @@ def _assemble(em: _Emitter, options: dict) -> Generated:
             continue
         fn = f"step{st.index}"
         k = len(prof_names)
-        prof_names.append(f"{st.index} {st.kind} {st.op} {st.node}")
-        funcs.append(f"/* {st.index}: {st.kind} {st.op} {st.node} */\nstatic mt_status {fn}(int32_t n, int32_t j)\n{{\n"
+        what = (f"patch {mp.patch.grid[0]}x{mp.patch.grid[1]} {mp.patch.nodes[0]}..{mp.patch.nodes[-1]}"
+                if st.kind == "patch" else f"{st.kind} {st.op} {st.node}")
+        prof_names.append(f"{st.index} {what}")
+        funcs.append(f"/* {st.index}: {what} */\nstatic mt_status {fn}(int32_t n, int32_t j)\n{{\n"
                      f"    MT_PROF_ENTER();\n    (void)n;\n    (void)j;\n" + "".join(f"    {b}\n" for b in body)
                      + f"    MT_PROF_LEAVE({k});\n    return MT_OK;\n}}\n")
-        if st.kind == "forward":
+        if st.kind == "patch":  # the stage is the start of the frozen prefix
+            prefix_calls.append(fn)
+        elif st.kind == "forward":
             (prefix_calls if st.node in prefix_nodes else head_calls).append(fn)
         elif st.kind == "fg_forward":
             fg_calls.append(fn)
@@ -846,6 +1147,7 @@ static mt_status fg_step(const int32_t *labels, int32_t *skipped)
     master_helper_start = "" if has_master else "#if 0 /* no master copies */\n"
     master_helper_end = "" if has_master else "#endif\n"
     hdr = _header(em, options, arena, in_size, C, B, params_bytes, tr, prof_n)
+    region_helper = "" if mp.patch is None else _REGION_COPY
     decls = "\n".join(em.decls.values())
     src = f"""/* mt_model.c: training program of model {em.hash}, generated by {GENERATOR}. Do not edit.
  * schedule: {tr.plan.describe() if hasattr(tr.plan, 'describe') else tr.plan.schedule.kind}
@@ -857,6 +1159,7 @@ static mt_status fg_step(const int32_t *labels, int32_t *skipped)
 #include "mt_dispatch.h"
 #include "mt_kernels_fwd.h"
 #include "mt_kernels_train.h"
+#include "mt_kernels_fused.h"
 
 #define MT_TRY(e) do {{ const mt_status s_ = (e); if (s_ != MT_OK) {{ return s_; }} }} while (0)
 #ifndef MT_CYCLES
@@ -901,7 +1204,7 @@ static void mt_zero_bytes(void *dst, size_t n)
         d[i] = 0u;
     }}
 }}
-
+{region_helper}
 {master_helper_start}static void mt_master_init(int16_t *master, const int8_t *w, int32_t outer, int32_t rows, int32_t channels,
                            int32_t inner)
 {{
@@ -1159,6 +1462,22 @@ uint32_t mt_arena_high_water(void)
     _check_kernels(src, mm)
     files = {"mt_model.h": hdr, "mt_model.c": src, "mt_model.json": json.dumps(manifest, indent=1, sort_keys=True) + "\n"}
     return Generated(files, mp, tr, em.hash, manifest)
+
+
+#: the patched stage's gather / crop / scatter: a region of NHWC int8 pixels, row by row
+_REGION_COPY = """
+/* copy h x w pixels of c int8 channels from src (rows of src_w pixels), starting at row sy, column
+ * sx, to dst (rows of dst_w pixels) at row dy, column dx (the patched stage's gather, crop, scatter) */
+static void mt_region_copy(int8_t *dst, int32_t dst_w, int32_t dy, int32_t dx, const int8_t *src, int32_t src_w,
+                           int32_t sy, int32_t sx, int32_t h, int32_t w, int32_t c)
+{
+    int32_t r;
+    for (r = 0; r < h; ++r) {
+        mt_copy_bytes(dst + ((size_t)(dy + r) * (size_t)dst_w + (size_t)dx) * (size_t)c,
+                      src + ((size_t)(sy + r) * (size_t)src_w + (size_t)sx) * (size_t)c, (size_t)w * (size_t)c);
+    }
+}
+"""
 
 
 def _header(em: _Emitter, options: dict, arena: int, in_size: int, C: int, B: int, params_bytes: int,

@@ -175,9 +175,11 @@ class NativeTrainer(CheckpointView):
                  lr_schedule: str = "constant", total_steps: int | None = None, accumulate: int = 1,
                  fg_lr: float | None = None, qas: bool | None = None, remedy: str = "master",
                  loss_input: str = "int8", sanitize: bool = False, generated: Generated | None = None,
-                 extra_flags: tuple[str, ...] = ()):
+                 extra_flags: tuple[str, ...] = (), patch="off", patch_max_overhead: float = 0.15,
+                 scratch: str = "fast"):
         self.gen = generated or generate(graph, plan, lr=lr, fg_lr=fg_lr, momentum=momentum, lr_schedule=lr_schedule,
-                                         qas=qas, remedy=remedy, loss_input=loss_input, accumulate=accumulate)
+                                         qas=qas, remedy=remedy, loss_input=loss_input, accumulate=accumulate,
+                                         patch=patch, patch_max_overhead=patch_max_overhead, scratch=scratch)
         self.ref = self.gen.trainer  # host constants, host-side sample preparation
         self.graph, self.plan, self.program = self.ref.graph, self.ref.plan, self.ref.program
         self.warnings = list(self.ref.warnings)

@@ -48,12 +48,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir import Graph
+from ..patch import PatchStage, act_inputs
 from ..program import LINEAR_OPS, TrainingProgram, build_program, grad_name, mask_name
 from ..schedule import FGOptions, TrainPlan
 from .planner import Buffer
 
 #: kinds of buffers (reports, timeline colours)
-KINDS = ("input", "activation", "saved", "mask", "gradient", "scratch", "loss")
+KINDS = ("input", "activation", "saved", "mask", "gradient", "scratch", "loss", "tile")
 #: bytes of the engine's own state in SRAM (step counter, lr, seeds, metrics, pointers)
 ENGINE_STATE_BYTES = 64
 #: a gradient tensor's exponent (int32) stored next to its int16 mantissas
@@ -72,6 +73,7 @@ class DeviceStep:
     reads: list[str]
     writes: list[str]
     scratch: int = 0  # bytes of kernel scratch at this step
+    key: tuple | None = None  # backward steps: (kind, node, input position) of the program step
 
     @property
     def label(self) -> str:
@@ -99,6 +101,11 @@ class MemoryModel:
     @property
     def flash_params_bytes(self) -> int:
         return sum(v for k, v in self.flash.items() if k != "code")
+
+
+def step_key(s) -> tuple[str, str, int]:
+    """(kind, node, input position) of a backward program step: names it across timelines."""
+    return (s.kind, s.node, int(s.attrs.get("input", -1)))
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -136,7 +143,7 @@ def is_pointwise(graph: Graph, node) -> bool:
 
 
 def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bool = False,
-                   fanout: bool = False) -> list[tuple[str, int]]:
+                   fanout: bool = False, lean: bool = False) -> list[tuple[str, int]]:
     """The scratch of one step's kernel call as named parts (bytes, each a multiple of 4, laid
     out in this order). The emitted C (compiler/codegen) uses the same layout.
 
@@ -148,6 +155,7 @@ def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bo
                 (``tmp``, added into the first with mt_grad_add_s16);
       update    weights: one int32 accumulator per trained weight element (``acc``: the slice's
                 exponent is its max); biases: none (three passes over g).
+    ``lean``: no ``acc`` (the kernel computes every sum twice: the max, then the mantissas).
     Loss steps are laid out where the timeline is built."""
     parts: list[tuple[str, int]] = []
     if kind == "forward" and node is not None and node.op == "conv2d":
@@ -155,13 +163,13 @@ def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bo
             parts.append(("row", _align4(2 * graph.tensors[node.inputs[1]].shape[3])))
     elif kind == "grad_input":
         x = node.inputs[attrs.get("input", 0)]
-        if node.op in LINEAR_OPS:
+        if node.op in LINEAR_OPS and not lean:
             parts.append(("acc", 4 * _numel(graph.tensors[x].shape)))
             if has_update:
                 parts.append(("gs", _align4(2 * _numel(graph.tensors[node.outputs[0]].shape))))
         if fanout:
             parts.append(("tmp", grad_bytes(_numel(graph.tensors[x].shape))))
-    elif kind == "update" and attrs["input"] == 1:
+    elif kind == "update" and attrs["input"] == 1 and not lean:
         w = graph.tensors[node.inputs[1]]
         axis = LINEAR_OPS[node.op]
         per_row = int(math.prod(w.shape)) // w.shape[axis]
@@ -221,7 +229,8 @@ def _depthwise_inplace_scratch(graph: Graph, node) -> int:
 # ---------------------------------------------------------------------------------------------
 def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum: float = 0.0,
                  accumulate: int = 1, lr_schedule: str = "cosine", inplace: bool = True,
-                 program: TrainingProgram | None = None, loss_input: str = "int8") -> MemoryModel:
+                 program: TrainingProgram | None = None, loss_input: str = "int8",
+                 patch: PatchStage | None = None, lean: frozenset | set = frozenset()) -> MemoryModel:
     """The device timeline and buffer records of one training step of ``graph`` (int8 IR) under
     ``plan``. ``remedy``/``momentum``/``accumulate``/``lr_schedule``/``loss_input`` as the int8
     engine's options; ``inplace=False`` turns the in-place rules off (for comparisons).
@@ -230,7 +239,15 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
     prefix are then held for all B samples (the perturbed passes re-read them), as are the
     values after it when nothing is backpropagated (the unperturbed forward runs on the batch);
     with a backprop head (hybrid) the head runs one sample at a time (batch-1 buffers, reused
-    for each sample), and each perturbed pass runs on the batch."""
+    for each sample), and each perturbed pass runs on the batch.
+
+    ``patch``: the frozen stage runs tile by tile (:mod:`microtrain.compiler.patch`): its steps
+    (kind ``patch``) are one tile's gather of its input region, its nodes on per-tile buffers
+    (``tile:<tensor>``, sized for the largest tile; ``tile:crop:<k>:<tensor>`` where a node reads
+    a cropped copy) and the scatter of its output region; the stage input and output are held
+    whole across them (the device repeats them for every tile). ``lean``: backward steps, as
+    :func:`step_key` tuples, whose linear-op kernel runs without its int32 accumulator scratch
+    (two passes: the max, then the mantissas; the same integers)."""
     program = program or build_program(graph, plan)
     fg = plan.schedule.fg or FGOptions()
     nodes = {n.name: n for n in graph.nodes}
@@ -269,12 +286,21 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
         return ([final.inputs[0]] if acc else logits), sc
 
     mask_of = {t: m for m, t in program.masks.items()}
+    stage_nodes = set(patch.nodes) if patch is not None else set()
+    patch_span: tuple[int, int] | None = None
     for s in fwd:
+        if s.node in stage_nodes:
+            if patch_span is None:
+                patch_span = _patch_steps(graph, patch, add, nodes)
+            continue
         writes = list(s.writes) + [mask_of[o] for o in s.writes if o in mask_of]
         add("forward", s.node, s.op, s.reads, writes, scratch_bytes(graph, "forward", nodes[s.node], {}))
     bwd = [s for s in program.steps if s.kind in ("loss", "grad_input", "update")]
+    fused = gap_fusions(graph, program)
+    absorbed = {id(s) for f in fused.values() for s in f.absorbed}
     written_grads: set[str] = set()
-    updated = {s.node for s in bwd if s.kind == "update"}
+    # an update of the node's weight after its input gradient still reads the output gradient
+    w_updated = {s.node for s in bwd if s.kind == "update" and s.attrs.get("input") == 1}
     if not has_bp and fg_layers:  # the reported loss of the unperturbed forward, on the batch
         reads, sc = loss_reads([program.logits], B, True)
         add("loss", "", "softmax_cross_entropy", reads, [], sc)
@@ -284,15 +310,27 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
             add("loss", "", "softmax_cross_entropy", reads, s.writes, sc)
             written_grads.update(s.writes)
             continue
+        if id(s) in absorbed:
+            continue
         node = nodes[s.node]
+        if id(s) in fused:  # global mean <- 1x1 conv, one kernel: no [H*W, C] gradient tensor
+            f = fused[id(s)]
+            key = ("fused_gap", f.mean.name, f.conv.name)
+            reads = [r for r in s.reads if not r.startswith("mask:")] + f.reads
+            st = add("grad_input", f.conv.name, "mean_pointwise", reads, [f.writes],
+                     fused_gap_scratch(graph, f.conv, single_pass=key not in lean))
+            st.key = key
+            written_grads.add(f.writes)
+            continue
         if s.kind == "grad_input":
             g = s.writes[0]
-            sc = scratch_bytes(graph, s.kind, node, s.attrs, has_update=s.node in updated,
-                               fanout=g in written_grads)  # fan-out: a second contribution
+            sc = scratch_bytes(graph, s.kind, node, s.attrs, has_update=s.node in w_updated,
+                               fanout=g in written_grads, lean=step_key(s) in lean)  # fan-out: a second contribution
             written_grads.add(g)
-            add("grad_input", s.node, s.op, s.reads, s.writes, sc)
+            add("grad_input", s.node, s.op, s.reads, s.writes, sc).key = step_key(s)
         else:
-            add("update", s.node, s.op, s.reads, [], scratch_bytes(graph, s.kind, node, s.attrs))
+            add("update", s.node, s.op, s.reads, [],
+                scratch_bytes(graph, s.kind, node, s.attrs, lean=step_key(s) in lean)).key = step_key(s)
 
     # forward gradient: one perturbed pass from the first trained node to the final FC's int32
     # accumulators (the device runs it 2m times per step with this same footprint)
@@ -336,6 +374,10 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
         bwd_idx = [s.index for s in steps if s.kind in ("loss", "grad_input", "update")]
         if head and bwd_idx:
             regions.append((min(head), max(bwd_idx)))
+    if patch_span is not None:  # the tile loop: its whole input and output outlive every tile
+        lo, hi = patch_span
+        last[patch.input] = max(last[patch.input], hi)
+        first[patch.output] = min(first[patch.output], lo)
     for lo, hi in regions:
         for s in steps[lo:hi + 1]:
             for r in s.reads:
@@ -350,6 +392,11 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
             return grad_bytes(_numel(graph.tensors[t[5:]].shape))
         if t == "fg:acc":
             return 4 * classes * B
+        if t.startswith("tile:crop:"):
+            k, _, base = t[len("tile:crop:"):].partition(":")
+            return patch.crop_bytes(base, int(k))
+        if t.startswith("tile:"):
+            return patch.tile_bytes(t[5:])
         base = t[:-2] if t.endswith("~p") else t
         n = _bytes_of(graph, base)
         return n * B if t.endswith("~p") or t in batched else n
@@ -419,11 +466,98 @@ def memory_model(graph: Graph, plan: TrainPlan, remedy: str = "master", momentum
     persistent, flash = _static_memory(graph, plan, fg_layers, remedy, momentum, accumulate, lr_schedule, fg)
     opts = {"remedy": remedy, "momentum": momentum, "accumulate": accumulate, "inplace": inplace,
             "lr_schedule": lr_schedule, "fg_batch": B, "inplace_log": inplace_log, "loss_input": loss_input,
-            "start": start, "batched": batched, "input": inp}
+            "start": start, "batched": batched, "input": inp, "patch": patch, "lean": frozenset(lean)}
     return MemoryModel(graph, plan, program, steps, buffers, kinds, members, persistent, flash, opts)
 
 
+@dataclass
+class GapFusion:
+    """The backward of ``mean`` (global average pool) <- ``conv`` (1x1, its weights not trained)
+    as one kernel (mt_mean_pointwise_bwd_s16): the mean's input gradient, the conv's activation
+    mask, bias update and input gradient. ``absorbed``: the program steps it replaces besides the
+    mean's input gradient."""
+
+    mean: Any
+    conv: Any
+    absorbed: list
+    reads: list[str]
+    writes: str
+    bias_rows: int
+
+
+def gap_fusions(graph: Graph, program: TrainingProgram) -> dict[int, GapFusion]:
+    """Fusable mean <- pointwise conv backward pairs, keyed by ``id`` of the mean's grad_input
+    program step. The conv must be a 1x1 conv whose output only the mean reads, whose weights are
+    not trained and whose input gradient is computed (the gradient path continues)."""
+    nodes = {n.name: n for n in graph.nodes}
+    steps = program.steps
+    out: dict[int, GapFusion] = {}
+    for i, s in enumerate(steps):
+        if s.kind != "grad_input" or s.op != "mean":
+            continue
+        mean = nodes[s.node]
+        x = mean.inputs[0]
+        conv = graph.producer(x)
+        if conv is None or not is_pointwise(graph, conv) or len(graph.consumers(x)) != 1 or len(mean.outputs) != 1:
+            continue
+        if len(graph.consumers(conv.inputs[0])) != 1:  # its input gradient has other contributions
+            continue
+        if len(graph.tensors[x].shape) != 4 or graph.tensors[x].shape[0] != 1:
+            continue
+        mine = [t for t in steps[i + 1:] if t.node == conv.name and t.kind in ("grad_input", "update")]
+        if any(t.kind == "update" and t.attrs.get("input") == 1 for t in mine):
+            continue  # its weight update reads the [H*W, C] gradient
+        gin = [t for t in mine if t.kind == "grad_input"]
+        if len(gin) != 1:
+            continue
+        # nothing else may touch the gradient between (it is only ever the conv's)
+        between = steps[i + 1:steps.index(gin[0])]
+        if any(t.node != conv.name and (grad_name(x) in t.reads or grad_name(x) in t.writes) for t in between):
+            continue
+        bias = [t for t in mine if t.kind == "update" and t.attrs.get("input") == 2]
+        reads = [r for r in gin[0].reads if r != grad_name(x)]
+        out[id(s)] = GapFusion(mean, conv, gin + bias, reads, gin[0].writes[0],
+                               bias[0].attrs["rows"] if bias else 0)
+    return out
+
+
+def fused_gap_scratch(graph: Graph, conv, single_pass: bool) -> int:
+    """Bytes of mt_mean_pointwise_bwd_s16's scratch (its _scratch_bytes companion): int32 [Cin],
+    int16 [N*C] (4-aligned), single pass: + P + ceil(P*Cin/8) bytes (P = N*H*W)."""
+    x = graph.tensors[conv.inputs[0]].shape
+    y = graph.tensors[conv.outputs[0]].shape
+    n, p, cin, c = x[0], x[0] * x[1] * x[2], x[3], y[3]
+    b = 4 * cin + _align4(2 * n * c)
+    if single_pass:
+        b += p + (p * cin + 7) // 8
+    return _align4(b)
+
+
+def _patch_steps(graph: Graph, patch: PatchStage, add, nodes) -> tuple[int, int]:
+    """The steps of one tile of a patched stage; returns (first, last) step index. The gather
+    step also writes the stage output (the tiles fill it in), the scatter step reads the stage
+    input (every tile reads it)."""
+    lo = add("patch", "", "tile_gather", [patch.input], [f"tile:{patch.input}", patch.output]).index
+    crops = {(op.node, k) for t in patch.tiles for op in t.ops for k, c in enumerate(op.crop) if c}
+    for name in patch.nodes:
+        node = nodes[name]
+        reads = []
+        for k, x in enumerate(act_inputs(node, graph)):
+            if (name, k) in crops:
+                c = f"tile:crop:{k}:{name}"
+                add("patch", name, "tile_crop", [f"tile:{x}"], [c])
+                reads.append(c)
+            else:
+                reads.append(f"tile:{x}")
+        add("patch", name, node.op, reads, [f"tile:{o}" for o in node.outputs],
+            scratch_bytes(graph, "forward", node, {}))
+    hi = add("patch", "", "tile_scatter", [f"tile:{patch.output}", patch.input], []).index
+    return lo, hi
+
+
 def _kind(root: str, ms: list[str], saved: set[str], first_kind: str) -> str:
+    if root.startswith("tile:"):
+        return "tile"
     if root.startswith("grad:"):
         return "gradient"
     if root.startswith("mask:"):

@@ -111,7 +111,7 @@ def program_kernels(mm: MemoryModel) -> tuple[str, ...]:
     fg = False
     for st in mm.steps:
         node = nodes.get(st.node)
-        if st.kind in ("forward", "fg_forward"):
+        if st.kind in ("forward", "fg_forward", "patch"):  # patch: a stage node on a tile (or a region copy)
             if st.op == "conv2d":
                 out.add(f"mt_{_kname(g, node)}_fwd_s8")
             elif st.op == "depthwise_conv2d":
@@ -122,6 +122,9 @@ def program_kernels(mm: MemoryModel) -> tuple[str, ...]:
                 out.add(fwd_kernel[st.op])
             if any(w.startswith("mask:") for w in st.writes):
                 out.add("mt_act_mask_pack_s8")
+        elif st.op == "mean_pointwise":  # fused global mean <- 1x1 conv backward
+            out.add("mt_mean_pointwise_bwd_s16")
+            grads.update(st.writes)
         elif st.kind in ("grad_input", "update"):
             if any(f"mask:{o}" in root for o in node.outputs):
                 out.add("mt_act_mask_apply_s16")

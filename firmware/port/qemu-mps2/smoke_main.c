@@ -1,7 +1,8 @@
 /* Device smoke run: MT_SMOKE_STEPS training steps of the generated program on samples compiled in
  * (mt_smoke_data.h, written by the test), then the checkpoint as hex over semihosting (mt_port_log
  * of ../common/mt_semihost.c; any port of firmware/port with semihosting links it):
- *   "STEP <t> <loss_q16> <correct> <skipped> <cycles>\n" per step, "CK <hex>\n", "END\n".
+ *   "STEP <t> <loss_q16> <correct> <skipped> <cycles>\n" per step, "HWM <arena high-water mark>
+ *   <arena bytes>\n" after training, "CK <hex>\n", "END\n".
  * Benchmarks add -DMT_PROFILE ("PROF <k> <cycles> <calls> <name>\n" per step function, summed over
  * the training steps) and -DMT_SMOKE_INFERS=K ("INFER <i> <predicted> <cycles>\n" for the first K
  * samples, after training).
@@ -47,6 +48,7 @@ int main(void)
     int32_t t;
     uint32_t i;
     mt_port_init(); /* stack canaries, UART, cycle counter */
+    mt_arena_paint(); /* canaries: the arena high-water mark is reported at the end */
     mt_init(MT_SMOKE_SEED, MT_SMOKE_TOTAL);
     for (t = 0; t < MT_SMOKE_STEPS; ++t) {
         mt_metrics m;
@@ -68,6 +70,16 @@ int main(void)
         *p++ = '\n';
         *p = '\0';
         mt_port_log("STEP ");
+        mt_port_log(line);
+    }
+    {
+        char *p = line;
+        p = put_u32(p, mt_arena_high_water());
+        *p++ = ' ';
+        p = put_u32(p, (uint32_t)MT_ARENA_BYTES);
+        *p++ = '\n';
+        *p = '\0';
+        mt_port_log("HWM ");
         mt_port_log(line);
     }
 #ifdef MT_PROFILE
