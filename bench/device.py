@@ -93,7 +93,8 @@ def run(board: str, elf: Path) -> dict:
     infers = [(int(a), int(b), int(c)) for a, b, c in re.findall(r"INFER (\d+) (-?\d+) (\d+)", p.stdout)]
     prof = [(int(a), int(b) * k, int(c), n) for a, b, c, n in re.findall(r"PROF (\d+) (\d+) (\d+) (.*)", p.stdout)]
     hwm = re.search(r"HWM (\d+) (\d+)", p.stdout)
-    return {"steps": steps, "infers": infers, "prof": prof, "k": k,
+    ck = re.search(r"CK ([0-9a-f]+)", p.stdout)
+    return {"steps": steps, "infers": infers, "prof": prof, "k": k, "checkpoint": ck.group(1) if ck else None,
             "arena_hwm": int(hwm.group(1)) if hwm else None, "arena_bytes": int(hwm.group(2)) if hwm else None}
 
 
@@ -111,7 +112,10 @@ def _kernel_breakdown(prof, steps_run: int, total: float) -> list[dict]:
 
 
 def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src, y, steps: int, infers: int,
-                 boards, work: Path, gen_kw: dict | None = None) -> list[dict]:
+                 boards, work: Path, gen_kw: dict | None = None, verify: bool = False) -> list[dict]:
+    """Instructions per step/inference of one configuration on each board (portable and DSP
+    kernels). ``verify``: also check the device's per-step loss/correct against the numpy engine
+    (run layer by layer) and its checkpoint against the native C build's, byte for byte."""
     from speed import macs_per_step
 
     from microtrain.compiler.codegen import generate
@@ -129,6 +133,22 @@ def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src,
     yy = np.asarray(y[:n], np.int64)
     macs_train = int(macs_per_step(graph, plan)["total"])
     macs_infer = int(macs_per_step(graph, resolve(Schedule("none"), graph))["total"])
+    if patch is not None:  # the halo recomputation of the patched stage (same per step and inference)
+        macs_train += patch.extra_macs
+        macs_infer += patch.extra_macs
+    expect = None
+    if verify:
+        from microtrain.compiler.codegen.native import NativeTrainer
+
+        ref.prepare_batches(1, b)
+        host = NativeTrainer(graph, plan, generated=gen, seed=1, total_steps=max(steps, 1))
+        expect = []
+        for t in range(steps):
+            r_ = ref.step(x[t * b:(t + 1) * b], yy[t * b:(t + 1) * b])
+            host.step(x[t * b:(t + 1) * b], yy[t * b:(t + 1) * b])
+            expect.append((t, r_.loss_q16, r_.correct, r_.skipped))
+        host_ck = host.checkpoint().hex()
+        same_params = all(np.array_equal(v, ref.params[k_]) for k_, v in host.params.items())
     rows = []
     for board in boards:
         variants = [("portable", False), ("dsp", True)] if get_board(board).dsp else [("portable", False)]
@@ -159,6 +179,10 @@ def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src,
                 tgt = TARGETS.get((model, kind, board))
                 if tgt is not None and row[key] is not None:
                     row.setdefault("targets", {})[kind] = {"target": tgt, "met": row[key] <= tgt}
+            if expect is not None:
+                row["bit_exact"] = {"steps_equal_numpy": [tuple(v[:4]) for v in r["steps"]] == expect,
+                                    "checkpoint_equals_native": r["checkpoint"] == host_ck,
+                                    "native_params_equal_numpy": same_params, "steps": len(expect)}
             res[variant] = r
             rows.append(row)
             print(f"  {model}/{sched_label} {board} {variant}: train {row['instructions_per_train_step']:,} "
@@ -281,7 +305,7 @@ def main() -> None:
             # the same with the frozen stage patched and lean backward scratch (the <= 120 KB plan)
             res["rows"] += bench_config("mobilenet", "sparse+patch", qm, sched, "stochastic", xs, np.arange(8) % 10,
                                         min(a.steps, 3), 2, [b for b in boards if b == "qemu-m7"], work,
-                                        {"patch": "auto", "scratch": "lean"})
+                                        {"patch": "auto", "scratch": "lean"}, verify=True)
     text = json.dumps(res, indent=2)
     print(text)
     if a.out:
