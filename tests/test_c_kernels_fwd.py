@@ -280,10 +280,8 @@ def _conv_call(lib, c, pointwise=False, split=None):
     bias = ptr(c["b"], c_int32) if c["b"] is not None else None
     x, fd = c["x"], dims(c["w"].shape)  # filter dims: the whole (logical) weight tensor
     if pointwise:
-        nbytes = lib.mt_pointwise_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(fd))
-        assert nbytes == 2 * x.shape[3]
-        scratch = np.zeros(nbytes // 2, np.int16)
-        st = lib.mt_pointwise_conv2d_fwd_s8(scratch.ctypes.data_as(c_void_p), byref(params), byref(quant),
+        assert lib.mt_pointwise_conv2d_fwd_s8_scratch_bytes(byref(dims(x.shape)), byref(fd)) == 0
+        st = lib.mt_pointwise_conv2d_fwd_s8(None, byref(params), byref(quant),  # no scratch (NULL)
                                             byref(dims(x.shape)), ptr(x, c_int8), byref(fd),
                                             ptr(w, c_int8), bias, byref(dims(out.shape)), ptr(out, c_int8))
     else:

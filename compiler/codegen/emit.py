@@ -296,11 +296,9 @@ class _Emitter:
                     cp = self.const(f"{k}_conv", f"static const mt_conv_params {k}_conv = {{{p['in_zp']}, {p['out_zp']}, "
                                     f"{{{sh}, {sw}}}, {{{dh}, {dw}}}, {{{t}, {l}, {bo}, {r}}}, {act_lo}, {act_hi}, {split}}};")
                     if is_pointwise(self.g, node):
-                        lay = dict(scratch_layout(self.g, "forward", node, {}))
-                        row = self.parts(st, list(lay.items()))["row"]
-                        self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", lay["row"],
+                        self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", 0,
                                    f"const mt_dims di = {self.dims(x, '1')}, df = {{{', '.join(map(str, wt.shape))}}}; ")
-                        body.append(f"MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)({row}, &{cp}, &{q}, &di, {self.ptr(x)}, "
+                        body.append(f"MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)(NULL, &{cp}, &{q}, &di, {self.ptr(x)}, "
                                     f"&df, {w}, {b}, &dout, {self.ptr(y)}));")
                     else:
                         body.append(f"MT_TRY(MT_KERNEL(mt_conv2d_fwd_s8)(&{cp}, &{q}, &di, {self.ptr(x)}, &df, {w}, {b}, "
@@ -569,11 +567,9 @@ class _Emitter:
                 out += [f"    {s}" for s in stmts if not s.startswith("cp.")] + [dims]
                 out += [f"    {s}" for s in stmts if s.startswith("cp.")]
                 if is_pointwise(self.g, node):  # 1x1, stride 1, no padding: every tile too
-                    lay = dict(scratch_layout(self.g, "forward", node, {}))
-                    row = self.parts(st, list(lay.items()))["row"]
-                    self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", lay["row"],
+                    self.check(st, "mt_pointwise_conv2d_fwd_s8_scratch_bytes(&di, &df)", 0,
                                f"const mt_dims di = {{1, 1, 1, {cin}}}, df = {{{', '.join(map(str, wt.shape))}}}; ")
-                    out.append(f"    MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)({row}, {ptr}, &{q}, &di, {xs[0]}, "
+                    out.append(f"    MT_TRY(MT_KERNEL(mt_pointwise_conv2d_fwd_s8)(NULL, {ptr}, &{q}, &di, {xs[0]}, "
                                f"&df, {w}, {b}, &dout, {yt}));")
                 else:
                     out.append(f"    MT_TRY(MT_KERNEL(mt_conv2d_fwd_s8)({ptr}, &{q}, &di, {xs[0]}, &df, {w}, {b}, "

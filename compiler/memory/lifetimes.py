@@ -147,7 +147,7 @@ def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bo
     """The scratch of one step's kernel call as named parts (bytes, each a multiple of 4, laid
     out in this order). The emitted C (compiler/codegen) uses the same layout.
 
-      forward   pointwise conv2d: the input row widened to int16 (``row``, 2*Cin);
+      forward   none (the kernels that need working memory keep it on the stack);
       grad_input  linear ops: one int32 accumulator per input element (``acc``, the single-pass
                 form of the kernels) and, when an update of the same layer still reads the
                 output gradient, a separate int16 copy of the scaled gradient (``gs``; else it
@@ -158,10 +158,7 @@ def scratch_layout(graph: Graph, kind: str, node, attrs: dict, *, has_update: bo
     ``lean``: no ``acc`` (the kernel computes every sum twice: the max, then the mantissas).
     Loss steps are laid out where the timeline is built."""
     parts: list[tuple[str, int]] = []
-    if kind == "forward" and node is not None and node.op == "conv2d":
-        if is_pointwise(graph, node):
-            parts.append(("row", _align4(2 * graph.tensors[node.inputs[1]].shape[3])))
-    elif kind == "grad_input":
+    if kind == "grad_input":
         x = node.inputs[attrs.get("input", 0)]
         if node.op in LINEAR_OPS and not lean:
             parts.append(("acc", 4 * _numel(graph.tensors[x].shape)))

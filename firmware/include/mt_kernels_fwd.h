@@ -107,7 +107,7 @@ size_t mt_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *fil
  * A per-pixel matrix-vector product: the input row (x - in_zp) is widened once to int16 in
  * ``scratch`` and reused for every output channel.
  *
- * @param[in]  scratch  at least mt_pointwise_conv2d_fwd_s8_scratch_bytes() bytes, 2-byte aligned
+ * @param[in]  scratch  unused (may be NULL; kept for the call signature)
  * @param[in]  p        as for conv2d; requires stride 1x1 and zero padding (dilation ignored)
  * @param[in]  filter_dims {Cout, 1, 1, Cin}
  * Other arguments as mt_conv2d_fwd_s8. Returns MT_ERR_ARG if the geometry is not pointwise.
@@ -118,7 +118,7 @@ mt_status mt_pointwise_conv2d_fwd_s8(void *scratch, const mt_conv_params *p,
                                      const mt_dims *filter_dims, const int8_t *w,
                                      const int32_t *bias, const mt_dims *out_dims, int8_t *out);
 
-/** Scratch of mt_pointwise_conv2d_fwd_s8: Cin * sizeof(int16_t) bytes. */
+/** Scratch of mt_pointwise_conv2d_fwd_s8: none (0 bytes). */
 size_t mt_pointwise_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *filter_dims);
 
 /* ============================================================================================ */

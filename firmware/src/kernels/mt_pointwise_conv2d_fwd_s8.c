@@ -5,15 +5,16 @@
  *
  * Over its N*H*W pixels it is exactly mt_fully_connected_fwd_s8 (rows = pixels, same zero points,
  * clamp, per-channel requantization and weight split; symmetric weights): that kernel's blocked
- * engine does the work. The scratch is no longer needed; its size is kept (the planner's
- * formula) so the generated programs are unchanged.
+ * engine does the work. It needs no scratch (the argument is ignored and may be NULL; its
+ * _scratch_bytes companion returns 0).
  */
 #include "mt_kernels_fwd.h"
 
 size_t mt_pointwise_conv2d_fwd_s8_scratch_bytes(const mt_dims *in_dims, const mt_dims *filter_dims)
 {
+    (void)in_dims;
     (void)filter_dims;
-    return (size_t)in_dims->c * sizeof(int16_t);
+    return 0u;
 }
 
 mt_status mt_pointwise_conv2d_fwd_s8(void *scratch, const mt_conv_params *p,
@@ -26,7 +27,8 @@ mt_status mt_pointwise_conv2d_fwd_s8(void *scratch, const mt_conv_params *p,
     const int32_t in_c = in_dims->c;
     const int32_t out_c = filter_dims->n;
 
-    if (scratch == NULL || filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != in_c ||
+    (void)scratch; /* unused (NULL allowed) */
+    if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != in_c ||
         p->stride.h != 1 || p->stride.w != 1 || p->padding.top != 0 || p->padding.left != 0 ||
         p->padding.bottom != 0 || p->padding.right != 0 || out_dims->n != in_dims->n ||
         out_dims->h != in_dims->h || out_dims->w != in_dims->w || out_dims->c != out_c) {

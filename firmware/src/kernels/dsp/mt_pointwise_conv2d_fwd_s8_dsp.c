@@ -5,7 +5,7 @@
  *
  * Over its N*H*W pixels the conv is mt_fully_connected_fwd_s8 (rows = pixels, symmetric weights):
  * mt_fully_connected_fwd_s8_dsp does the work (2 pixels x 2 output channels per SMLAD block, the
- * input zero point folded into the start values). The scratch is not needed (its size is kept).
+ * input zero point folded into the start values). No scratch (ignored, may be NULL).
  */
 #include "mt_kernels_dsp.h"
 
@@ -19,7 +19,8 @@ mt_status mt_pointwise_conv2d_fwd_s8_dsp(void *scratch, const mt_conv_params *p,
     const int32_t in_c = in_dims->c;
     const int32_t out_c = filter_dims->n;
 
-    if (scratch == NULL || filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != in_c ||
+    (void)scratch; /* unused (NULL allowed) */
+    if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != in_c ||
         p->stride.h != 1 || p->stride.w != 1 || p->padding.top != 0 || p->padding.left != 0 ||
         p->padding.bottom != 0 || p->padding.right != 0 || out_dims->n != in_dims->n ||
         out_dims->h != in_dims->h || out_dims->w != in_dims->w || out_dims->c != out_c) {
