@@ -195,7 +195,28 @@ def bench_config(model: str, sched_label: str, graph, sched, remedy: str, x_src,
                 if port[key] and dsp_row[key]:
                     dsp_row[f"portable_over_dsp_{key.split('_per_')[1]}"] = round(port[key] / dsp_row[key], 3)
             dsp_row["same_results_as_portable"] = same
+            dsp_row["per_step_portable_over_dsp"] = _step_ratios(res["portable"]["prof"], res["dsp"]["prof"],
+                                                                 len(res["dsp"]["steps"]))
     return rows
+
+
+#: step functions whose kernel has a DSP variant (conv / depthwise / pointwise / fc, forward and backward)
+_LINEAR = ("conv2d", "depthwise_conv2d", "fully_connected", "fully_connected_acc", "mean_pointwise")
+
+
+def _step_ratios(prof_port, prof_dsp, steps_run: int) -> list[dict]:
+    """Per step function of a conv/fc kernel: instructions per training step with the portable
+    and with the DSP kernels (the same generated code; the function also runs the shared
+    gradient-format helpers), and their ratio. The patched stage's tile loop is one entry."""
+    port = {name: instr for _, instr, calls, name in prof_port if calls}
+    out = []
+    for _, instr, calls, name in prof_dsp:
+        parts = name.split()
+        if not calls or name not in port or len(parts) < 3 or (parts[2] not in _LINEAR and parts[1] != "patch"):
+            continue
+        p, d = port[name] / max(steps_run, 1), instr / max(steps_run, 1)
+        out.append({"step": name, "portable": int(p), "dsp": int(d), "ratio": round(p / d, 3) if d else None})
+    return out
 
 
 def bench_protocol(graph, x_src: np.ndarray, y: np.ndarray, steps: int, work: Path) -> dict:
